@@ -1,0 +1,1 @@
+//! Shared fixtures for Vigil's criterion benchmarks.

@@ -1,0 +1,1 @@
+//! vigil-billing (in progress)

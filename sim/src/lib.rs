@@ -1,0 +1,1 @@
+//! vigil-sim (in progress)

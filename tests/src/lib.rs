@@ -1,0 +1,1 @@
+//! Helpers shared by Vigil's end-to-end and interop tests.
