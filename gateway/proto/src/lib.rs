@@ -19,6 +19,8 @@ pub mod framing;
 pub mod fuzzing;
 pub mod msg;
 pub mod netem;
+pub mod push;
+pub mod reg;
 pub mod rng;
 pub mod timer;
 pub mod txn;

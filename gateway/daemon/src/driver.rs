@@ -1,0 +1,179 @@
+//! The core driver: the one task that owns the sans-IO transaction layer.
+//!
+//! Run loop (str0m style): wait for the first of an inbound item, the core's next deadline or
+//! shutdown; feed it in with the current time (`handle_incoming` / `handle_timeout` /
+//! `handle_transport_error`); then drain `poll_event` into the UAS and `poll_transmit` into
+//! the transports. The driver reads the clock; the core never does. It never awaits anything
+//! but its inputs: sends are non-blocking queue operations.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, trace, warn};
+use vigil_proto::msg::Message;
+use vigil_proto::txn::{Peer, Rejection, Transactions, Transport, TxnConfig, TxnEvent};
+
+use crate::transport::{Inbound, InboundKind, SendFailure, Transports};
+use crate::uas::Uas;
+
+/// Owns the transaction layer and the UAS; see the module documentation.
+#[derive(Debug)]
+pub struct CoreDriver {
+    txns: Transactions,
+    uas: Uas,
+    transports: Transports,
+}
+
+impl CoreDriver {
+    /// A driver with the RFC's transaction timers.
+    pub fn new(transports: Transports, config: TxnConfig) -> Self {
+        Self {
+            txns: Transactions::new(config),
+            uas: Uas::new(),
+            transports,
+        }
+    }
+
+    /// Runs until `shutdown` fires; then answers what is already queued, flushes, and closes
+    /// every connection's write queue so the connection tasks can finish.
+    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, shutdown: CancellationToken) {
+        loop {
+            let deadline = self.txns.poll_timeout();
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                item = inbound.recv() => match item {
+                    Some(item) => self.handle_inbound(Instant::now(), item),
+                    None => break,
+                },
+                _ = timer => self.txns.handle_timeout(Instant::now()),
+            }
+            self.drain(Instant::now());
+        }
+        // Requests that were already read get their answers before the connections close.
+        while let Ok(item) = inbound.try_recv() {
+            self.handle_inbound(Instant::now(), item);
+            self.drain(Instant::now());
+        }
+        self.transports.close_all();
+        debug!(live_transactions = self.txns.len(), "core driver stopped");
+    }
+
+    fn handle_inbound(&mut self, now: Instant, item: Inbound) {
+        let peer = item.peer;
+        match item.kind {
+            InboundKind::Message(bytes) => match Message::parse(bytes) {
+                Ok(msg) => self.handle_message(now, msg, peer),
+                // Without a start line and the headers a response needs, there is nobody
+                // and nothing to answer.
+                Err(error) => debug!(%peer, %error, "dropped unparsable message"),
+            },
+            InboundKind::MalformedDatagram { bytes, error } => {
+                // A request whose Content-Length is wrong still gets a 400 naming the framing
+                // problem (RFC 4475 "clerr", "ncl", "mcl01"); anything else is dropped.
+                match crate::salvage::without_body(&bytes).map(Message::parse) {
+                    Some(Ok(msg)) if msg.is_request() => {
+                        self.answer_malformed(msg, peer, &error.to_string(), 400)
+                    }
+                    _ => debug!(%peer, %error, "dropped unframable datagram"),
+                }
+            }
+            InboundKind::TransportError => self.txns.handle_transport_error(now, peer),
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, msg: Message, peer: Peer) {
+        if let Err(error) = msg.check() {
+            if msg.is_request() {
+                match self.uas.reject(&msg, &error) {
+                    Some(response) => self.txns.send_stateless(peer, response),
+                    None => debug!(%peer, %error, "dropped malformed request"),
+                }
+            } else {
+                debug!(%peer, %error, "dropped malformed response");
+            }
+            return;
+        }
+        let msg = crate::received::stamp_top_via(&msg, peer.addr).unwrap_or(msg);
+        self.txns.handle_incoming(now, msg, peer);
+    }
+
+    fn answer_malformed(&mut self, msg: Message, peer: Peer, problem: &str, status: u16) {
+        let response = self.uas.reject_with(&msg, status, problem);
+        match response {
+            Some(r) => self.txns.send_stateless(peer, r),
+            None => debug!(%peer, problem, "dropped malformed request"),
+        }
+    }
+
+    /// Drains the core's outputs until both queues are empty (answering a request queues a
+    /// transmit; nothing queues an event in return, so this terminates).
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.txns.poll_event() {
+                progressed = true;
+                self.handle_event(now, event);
+            }
+            while let Some(t) = self.txns.poll_transmit() {
+                progressed = true;
+                match self.transports.send(t.peer, t.bytes) {
+                    Ok(()) => {}
+                    // A full UDP socket buffer is packet loss: retransmission covers it.
+                    Err(SendFailure::QueueFull) if t.peer.transport == Transport::Udp => {
+                        debug!(peer = %t.peer, "UDP send buffer full: datagram dropped")
+                    }
+                    Err(error) => {
+                        debug!(peer = %t.peer, %error, "send failed");
+                        self.txns.handle_transport_error(now, t.peer);
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, event: TxnEvent) {
+        match event {
+            TxnEvent::Request {
+                id,
+                request,
+                peer,
+                cancels,
+            } => {
+                let Some(response) = self.uas.respond(&request, cancels.is_some()) else {
+                    return;
+                };
+                if let Err(error) = self.txns.send_response(now, id, response) {
+                    warn!(%peer, %id, %error, "response refused by the transaction layer");
+                }
+            }
+            TxnEvent::Ack { peer, .. } => trace!(%peer, "ACK absorbed"),
+            TxnEvent::StrayResponse { peer, .. } => debug!(%peer, "stray response dropped"),
+            TxnEvent::Discarded { peer, reason } => {
+                debug!(%peer, %reason, "message discarded by the transaction layer")
+            }
+            TxnEvent::Rejected {
+                peer,
+                status,
+                why: Rejection::Overloaded,
+            } => {
+                // Debug, not warn: under overload a line per request would add to the load.
+                debug!(%peer, status, "transaction table full: request rejected")
+            }
+            TxnEvent::Rejected { peer, status, why } => {
+                debug!(%peer, status, ?why, "request answered by the transaction layer")
+            }
+            other => trace!(event = ?other, "transaction event"),
+        }
+    }
+}

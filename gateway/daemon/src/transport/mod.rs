@@ -1,0 +1,327 @@
+//! SIP transports: UDP sockets and TCP/TLS connections, feeding one core-driver task.
+//!
+//! Data flow: every socket task frames what it reads (with `vigil_proto::framing`) and sends
+//! [`Inbound`] items into one bounded channel read by the core driver. The driver answers with
+//! [`Transports::send`], which never blocks: UDP goes straight to the socket with
+//! `try_send_to`, TCP/TLS into the bounded write queue of the connection found in the
+//! connection table (dialling a new connection if none exists).
+//!
+//! Bounds: one channel to the driver (UDP drops when it is full, streams wait, which pushes
+//! back on the peer through TCP flow control); a write queue per connection; at most
+//! `max_connections` connections; at most `max_message_size` + one read chunk buffered per
+//! connection; idle, handshake and write timeouts.
+//!
+//! Architecture invariant: transports make no protocol decision beyond framing and answering
+//! keep-alive pings; everything else is the core's.
+
+mod stream;
+mod table;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, Instrument};
+use vigil_proto::framing::{FramerConfig, FramingError};
+use vigil_proto::txn::{Peer, Transport};
+
+use crate::config::{ListenSpec, SipConfig};
+use crate::tls::TlsContext;
+
+pub use table::ConnId;
+use table::ConnTable;
+
+/// Capacity of each connection's write queue, in messages.
+const WRITE_QUEUE: usize = 64;
+
+/// What a transport hands the core driver.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Where it came from (or, for a transport error, the peer that failed).
+    pub peer: Peer,
+    /// What arrived.
+    pub kind: InboundKind,
+}
+
+/// See [`Inbound`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum InboundKind {
+    /// One framed message, not yet parsed.
+    Message(Bytes),
+    /// A UDP datagram that could not be framed; the driver may still answer 400 if it
+    /// parses as a request (e.g. a body shorter than Content-Length).
+    MalformedDatagram {
+        /// The whole datagram.
+        bytes: Bytes,
+        /// Why framing failed.
+        error: FramingError,
+    },
+    /// Sending to the peer failed (connect refused, handshake failed, write error), so the
+    /// transactions with it should end (RFC 3261 §17.1.4).
+    TransportError,
+}
+
+/// Why [`Transports::send`] could not queue a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendFailure {
+    /// No UDP socket of the destination's address family is bound.
+    #[error("no UDP socket for this address family")]
+    NoUdpSocket,
+    /// No listener of this transport, so no outgoing connection of it either.
+    #[error("transport not configured")]
+    TransportNotConfigured,
+    /// The socket buffer or the connection's write queue is full.
+    #[error("send queue full")]
+    QueueFull,
+    /// A new connection would exceed `max_connections`.
+    #[error("connection limit reached")]
+    ConnectionLimit,
+    /// The connection closed or the gateway is shutting down.
+    #[error("connection closed")]
+    Closed,
+    /// The socket reported an error.
+    #[error("socket error: {0}")]
+    Io(std::io::ErrorKind),
+}
+
+/// Settings every connection task needs; copied out of [`SipConfig`] once.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) framer: FramerConfig,
+    pub(crate) idle_timeout: std::time::Duration,
+    pub(crate) handshake_timeout: std::time::Duration,
+    pub(crate) write_timeout: std::time::Duration,
+}
+
+/// Cancellation and task bookkeeping shared by every transport task.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    /// Graceful shutdown: stop accepting and reading, flush queued writes, close.
+    pub shutdown: CancellationToken,
+    /// Hard stop at the end of the grace period: drop everything now.
+    pub abort: CancellationToken,
+    /// Every spawned task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl Lifecycle {
+    /// Fresh tokens and an empty tracker.
+    pub fn new() -> Self {
+        Self {
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Bound UDP sockets with their local addresses (looked up once, not per send).
+    pub(crate) udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    pub(crate) has_tcp: bool,
+    pub(crate) tls: Option<TlsContext>,
+    pub(crate) conns: ConnTable,
+    pub(crate) limits: Limits,
+    pub(crate) inbound: mpsc::Sender<Inbound>,
+    pub(crate) life: Lifecycle,
+}
+
+/// The handle the core driver (and tests) use to send; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Transports {
+    shared: Arc<Shared>,
+    listeners: Arc<[ListenSpec]>,
+}
+
+impl Transports {
+    /// Binds every listener in `config.listen` and spawns its task. `tls` is required when a
+    /// TLS listener is configured. Port 0 binds an ephemeral port; [`Self::listeners`] reports
+    /// the bound addresses.
+    pub async fn bind(
+        config: &SipConfig,
+        tls: Option<TlsContext>,
+        inbound: mpsc::Sender<Inbound>,
+        life: Lifecycle,
+    ) -> std::io::Result<Self> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut bound = Vec::new();
+        for spec in &config.listen {
+            match spec.transport {
+                Transport::Udp => {
+                    let sock = Arc::new(UdpSocket::bind(spec.addr).await?);
+                    let addr = sock.local_addr()?;
+                    bound.push(ListenSpec {
+                        transport: spec.transport,
+                        addr,
+                    });
+                    udp.push((addr, sock));
+                }
+                Transport::Tls if tls.is_none() => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "a TLS listener needs a TLS context",
+                    ));
+                }
+                t => {
+                    let l = TcpListener::bind(spec.addr).await?;
+                    bound.push(ListenSpec {
+                        transport: t,
+                        addr: l.local_addr()?,
+                    });
+                    tcp.push((t, l));
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            has_tcp: tcp.iter().any(|(t, _)| *t == Transport::Tcp),
+            tls: if tcp.iter().any(|(t, _)| *t == Transport::Tls) {
+                tls
+            } else {
+                None
+            },
+            udp,
+            conns: ConnTable::new(config.max_connections),
+            limits: Limits {
+                framer: FramerConfig {
+                    max_message_size: config.max_message_size,
+                },
+                idle_timeout: config.idle_timeout(),
+                handshake_timeout: config.tls_handshake_timeout(),
+                write_timeout: config.write_timeout(),
+            },
+            inbound,
+            life,
+        });
+        for (_, sock) in &shared.udp {
+            let task = udp::run(Arc::clone(sock), Arc::clone(&shared));
+            shared.life.tracker.spawn(task);
+        }
+        for (transport, listener) in tcp {
+            let task = stream::accept_loop(listener, transport, Arc::clone(&shared));
+            shared.life.tracker.spawn(task);
+        }
+        for spec in &bound {
+            info!(listen = %spec, "SIP listener ready");
+        }
+        Ok(Self {
+            shared,
+            listeners: bound.into(),
+        })
+    }
+
+    /// The bound listeners (with the actual ports when port 0 was configured).
+    pub fn listeners(&self) -> &[ListenSpec] {
+        &self.listeners
+    }
+
+    /// The first bound address of `transport`.
+    pub fn local_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.transport == transport)
+            .map(|l| l.addr)
+    }
+
+    /// Open TCP/TLS connections, handshakes included.
+    pub fn connection_count(&self) -> usize {
+        self.shared.conns.open()
+    }
+
+    /// Connections refused at the `max_connections` cap since start.
+    pub fn refused_connections(&self) -> u64 {
+        self.shared.conns.refused()
+    }
+
+    /// Queues one message for `peer` without waiting.
+    ///
+    /// UDP: sent at once from the first socket of the destination's address family. TCP/TLS:
+    /// queued on the existing connection to `peer` (inbound or outbound, RFC 3261 §18), or on
+    /// a new outgoing connection dialled in the background; a failed dial comes back as
+    /// [`InboundKind::TransportError`].
+    pub fn send(&self, peer: Peer, bytes: Bytes) -> Result<(), SendFailure> {
+        match peer.transport {
+            Transport::Udp => self.send_udp(peer.addr, &bytes),
+            Transport::Tcp | Transport::Tls => self.send_stream(peer, bytes),
+            _ => Err(SendFailure::TransportNotConfigured),
+        }
+    }
+
+    fn send_udp(&self, to: SocketAddr, bytes: &[u8]) -> Result<(), SendFailure> {
+        let (_, sock) = self
+            .shared
+            .udp
+            .iter()
+            .find(|(local, _)| local.is_ipv4() == to.is_ipv4())
+            .ok_or(SendFailure::NoUdpSocket)?;
+        match sock.try_send_to(bytes, to) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(SendFailure::QueueFull),
+            Err(e) => Err(SendFailure::Io(e.kind())),
+        }
+    }
+
+    fn send_stream(&self, peer: Peer, bytes: Bytes) -> Result<(), SendFailure> {
+        let shared = &self.shared;
+        if shared.life.shutdown.is_cancelled() {
+            // Existing connections still flush; no new ones are dialled.
+            let tx = shared.conns.get(&peer).ok_or(SendFailure::Closed)?;
+            return queue(&tx, bytes);
+        }
+        if let Some(tx) = shared.conns.get(&peer) {
+            return queue(&tx, bytes);
+        }
+        let configured = match peer.transport {
+            Transport::Tls => shared.tls.is_some(),
+            _ => shared.has_tcp,
+        };
+        if !configured {
+            return Err(SendFailure::TransportNotConfigured);
+        }
+        let permit = shared
+            .conns
+            .try_reserve()
+            .ok_or(SendFailure::ConnectionLimit)?;
+        let mut dial = None;
+        let (tx, created) = shared.conns.get_or_insert(peer, || {
+            let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+            let id = shared.conns.next_id();
+            dial = Some((id, rx));
+            (id, tx)
+        });
+        if let (true, Some((id, rx))) = (created, dial) {
+            debug!(%peer, "dialling new connection");
+            let span = tracing::debug_span!("sip_conn", %peer, dir = "out");
+            let task = stream::dial(peer, id, rx, permit, Arc::clone(shared)).instrument(span);
+            shared.life.tracker.spawn(task);
+        }
+        queue(&tx, bytes)
+    }
+
+    /// Drops every connection's write queue: each connection flushes what it holds and closes.
+    /// Called by the core driver when it stops.
+    pub fn close_all(&self) {
+        self.shared.conns.close_all();
+    }
+}
+
+fn queue(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Result<(), SendFailure> {
+    tx.try_send(bytes).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => SendFailure::QueueFull,
+        mpsc::error::TrySendError::Closed(_) => SendFailure::Closed,
+    })
+}

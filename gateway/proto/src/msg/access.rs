@@ -1,0 +1,549 @@
+//! Typed, lazily parsed getters on [`Message`].
+//!
+//! Single-valued headers (From, To, Call-ID, CSeq, Max-Forwards, Expires, ...) that appear
+//! more than once give [`ParseError::DuplicateHeader`] on access (RFC 4475 §3.3.8); absent
+//! mandatory ones give [`ParseError::MissingHeader`] (§3.3.1). Nothing here allocates
+//! except where an escape or quoted-pair has to be decoded or an `Other` name is returned.
+
+use std::borrow::Borrow;
+
+use bytes::Bytes;
+
+use super::header::Code;
+use super::scan::{split_commas, CommaSplit, ListIter};
+use super::{
+    CSeq, Contact, Contacts, FeatureCap, HeaderField, HeaderName, HeaderSpan, MediaType, Message,
+    Method, NameAddr, ParseError, ReasonValue, Span, StartLine, Uri, ValueError, Via,
+};
+
+/// Either one whole value or the comma-split elements of a list header.
+enum Values<'a> {
+    One(Option<&'a str>),
+    Split(CommaSplit<'a>),
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        match self {
+            Values::One(v) => v.take(),
+            Values::Split(s) => s.next(),
+        }
+    }
+}
+
+/// `word` characters of Call-ID (RFC 3261 §25.1), plus `@`.
+fn is_callid_char(b: u8) -> bool {
+    super::scan::is_token(b)
+        || matches!(
+            b,
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'{'
+                | b'}'
+                | b'@'
+        )
+}
+
+impl Message {
+    #[inline]
+    fn text(&self, s: Span) -> &str {
+        // The start line and header section were checked to be UTF-8 by `parse`, and spans
+        // start and end at ASCII delimiters, so this never falls back.
+        std::str::from_utf8(&self.buf[s.range()]).unwrap_or_default()
+    }
+
+    fn raw_name(&self, h: &HeaderSpan) -> &str {
+        self.text(Span {
+            off: h.name_off,
+            len: u32::from(h.name_len),
+        })
+    }
+
+    /// The message on the wire: the bytes it was parsed from (minus trailing octets beyond
+    /// Content-Length, with folds turned into spaces) or the bytes a builder printed.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// Length of the start line and header section, including the empty line.
+    pub fn head_len(&self) -> usize {
+        self.head_len as usize
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The request method as written (requests only).
+    pub fn method_str(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(self.text(method)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The request method (requests only). Allocates only for extension methods.
+    pub fn method(&self) -> Option<Method> {
+        let m = self.method_str()?;
+        Method::known(m.as_bytes()).or_else(|| Some(Method::Other(m.into())))
+    }
+
+    /// The Request-URI as written (requests only).
+    pub fn request_uri_str(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(self.text(uri)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The parsed Request-URI (requests only).
+    pub fn request_uri(&self) -> Option<Result<Uri<'_>, ParseError>> {
+        self.request_uri_str()
+            .map(|s| Uri::parse(s).map_err(ParseError::BadRequestUri))
+    }
+
+    /// The status code (responses only).
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { status, .. } => Some(status),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase (responses only; may be empty).
+    pub fn reason(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(self.text(reason)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// All header fields in order, without allocating.
+    pub fn header_fields(&self) -> impl Iterator<Item = HeaderField<'_>> + '_ {
+        self.headers.iter().map(|h| HeaderField {
+            raw_name: self.raw_name(h),
+            value: self.text(h.value),
+        })
+    }
+
+    /// All headers in order with their recognised names (allocates for `Other` names).
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, &str)> + '_ {
+        self.headers.iter().map(|h| {
+            let name = match h.code {
+                Some(c) => HeaderName::from_code(c),
+                None => HeaderName::Other(self.raw_name(h).into()),
+            };
+            (name, self.text(h.value))
+        })
+    }
+
+    #[inline]
+    fn span_is(&self, h: &HeaderSpan, name: &HeaderName) -> bool {
+        match name.code() {
+            Some(c) => h.code == Some(c),
+            None => h.code.is_none() && name.matches(None, self.raw_name(h)),
+        }
+    }
+
+    /// Raw values of every header line called `name`, in order.
+    pub fn header_lines(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        self.headers
+            .iter()
+            .filter(move |h| self.span_is(h, &name))
+            .map(|h| self.text(h.value))
+    }
+
+    /// The first value of `name`, raw (the whole line's value, LWS-trimmed).
+    pub fn header(&self, name: impl Borrow<HeaderName>) -> Option<&str> {
+        let name = name.borrow();
+        self.headers
+            .iter()
+            .find(|h| self.span_is(h, name))
+            .map(|h| self.text(h.value))
+    }
+
+    /// Number of header lines called `name`.
+    pub fn header_count(&self, name: impl Borrow<HeaderName>) -> usize {
+        let name = name.borrow();
+        self.headers
+            .iter()
+            .filter(|h| self.span_is(h, name))
+            .count()
+    }
+
+    /// Every value of `name`: each line, and for list headers ([`HeaderName::is_list`]) each
+    /// comma-separated element of each line.
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        let list = name.is_list();
+        self.header_lines(name).flat_map(move |v| {
+            if list {
+                Values::Split(split_commas(v))
+            } else {
+                Values::One(Some(v))
+            }
+        })
+    }
+
+    /// Elements of a list header without allocating.
+    fn list_values(&self, code: Code) -> impl Iterator<Item = &str> + '_ {
+        self.headers
+            .iter()
+            .filter(move |h| h.code == Some(code))
+            .flat_map(move |h| split_commas(self.text(h.value)))
+    }
+
+    /// The value of a known header that must appear at most once.
+    fn opt_single(&self, code: Code) -> Result<Option<&str>, ParseError> {
+        let mut found = None;
+        for h in &self.headers {
+            if h.code == Some(code) {
+                if found.is_some() {
+                    return Err(ParseError::DuplicateHeader(HeaderName::from_code(code)));
+                }
+                found = Some(h.value);
+            }
+        }
+        Ok(found.map(|v| self.text(v)))
+    }
+
+    fn single(&self, code: Code) -> Result<&str, ParseError> {
+        self.opt_single(code)?
+            .ok_or_else(|| ParseError::MissingHeader(HeaderName::from_code(code)))
+    }
+
+    /// All Via values, top first, several per line allowed.
+    pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, ParseError>> + '_ {
+        self.parsed_list(Code::Via, Via::parse_prefix)
+    }
+
+    /// Elements of every `code` line, each parsed in one pass by `parse`.
+    fn parsed_list<'a, T: 'a>(
+        &'a self,
+        code: Code,
+        parse: fn(&'a str) -> Result<(T, &'a str), ValueError>,
+    ) -> impl Iterator<Item = Result<T, ParseError>> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.code == Some(code))
+            .flat_map(move |h| ListIter::new(self.text(h.value), parse))
+            .map(move |r| r.map_err(|e| ParseError::value(HeaderName::from_code(code), e)))
+    }
+
+    /// The topmost Via.
+    pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        self.vias()
+            .next()
+            .unwrap_or(Err(ParseError::MissingHeader(HeaderName::Via)))
+    }
+
+    /// Call-ID: `word ["@" word]`, compared byte for byte.
+    pub fn call_id(&self) -> Result<&str, ParseError> {
+        let v = self.single(Code::CallId)?;
+        if v.is_empty() {
+            return Err(ParseError::value(HeaderName::CallId, ValueError::Empty));
+        }
+        if !v.bytes().all(is_callid_char) {
+            return Err(ParseError::value(HeaderName::CallId, ValueError::BadToken));
+        }
+        Ok(v)
+    }
+
+    /// CSeq. For requests, a CSeq method differing from the request method is an error
+    /// (RFC 4475 §3.1.2.17–18).
+    pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        let v = self.single(Code::CSeq)?;
+        let cseq = CSeq::parse(v).map_err(|e| ParseError::value(HeaderName::CSeq, e))?;
+        if let Some(m) = self.method_str() {
+            if cseq.method.as_str() != m {
+                return Err(ParseError::CSeqMethodMismatch {
+                    request: self.method().unwrap_or(Method::Other(m.into())),
+                    cseq: cseq.method,
+                });
+            }
+        }
+        Ok(cseq)
+    }
+
+    fn name_addr(&self, code: Code) -> Result<NameAddr<'_>, ParseError> {
+        let v = self.single(code)?;
+        NameAddr::parse(v).map_err(|e| ParseError::value(HeaderName::from_code(code), e))
+    }
+
+    /// The From header (`from_hdr` because `from` reads like a conversion).
+    pub fn from_hdr(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.name_addr(Code::From)
+    }
+
+    pub fn to_hdr(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.name_addr(Code::To)
+    }
+
+    /// All Contact values. `*` must stand alone (RFC 3261 §10.2.2).
+    pub fn contacts(&self) -> Result<Contacts<'_>, ParseError> {
+        let err = |k| ParseError::value(HeaderName::Contact, k);
+        let mut list = smallvec::SmallVec::new();
+        let mut star = false;
+        for h in self
+            .headers
+            .iter()
+            .filter(|h| h.code == Some(Code::Contact))
+        {
+            let v = self.text(h.value);
+            if v == "*" {
+                star = true;
+                continue;
+            }
+            for c in ListIter::new(v, Contact::parse_prefix) {
+                list.push(c.map_err(err)?);
+            }
+        }
+        match (star, list.is_empty()) {
+            (false, _) => Ok(Contacts::List(list)),
+            (true, true) => Ok(Contacts::Star),
+            (true, false) => Err(err(ValueError::BadParam)),
+        }
+    }
+
+    fn name_addrs(
+        &self,
+        code: Code,
+    ) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.parsed_list(code, NameAddr::parse_prefix)
+    }
+
+    /// Route values in order.
+    pub fn routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.name_addrs(Code::Route)
+    }
+
+    /// Record-Route values in order.
+    pub fn record_routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.name_addrs(Code::RecordRoute)
+    }
+
+    fn number(&self, code: Code, max: u64) -> Result<Option<u64>, ParseError> {
+        match self.opt_single(code)? {
+            None => Ok(None),
+            Some(v) => super::scan::decimal_value(v, max)
+                .map(Some)
+                .map_err(|e| ParseError::value(HeaderName::from_code(code), e)),
+        }
+    }
+
+    /// Max-Forwards (0–255; leading zeros allowed).
+    pub fn max_forwards(&self) -> Result<Option<u8>, ParseError> {
+        Ok(self.number(Code::MaxForwards, 255)?.map(|n| n as u8))
+    }
+
+    /// The Expires header in seconds.
+    pub fn expires(&self) -> Result<Option<u32>, ParseError> {
+        Ok(self
+            .number(Code::Expires, u64::from(u32::MAX))?
+            .map(|n| n as u32))
+    }
+
+    /// Min-Expires (sent with 423 Interval Too Brief).
+    pub fn min_expires(&self) -> Result<Option<u32>, ParseError> {
+        Ok(self
+            .number(Code::MinExpires, u64::from(u32::MAX))?
+            .map(|n| n as u32))
+    }
+
+    /// The Content-Length value, if the header was present.
+    pub fn content_length(&self) -> Option<usize> {
+        self.content_length
+    }
+
+    pub fn content_type(&self) -> Result<Option<MediaType<'_>>, ParseError> {
+        match self.opt_single(Code::ContentType)? {
+            None => Ok(None),
+            Some(v) => MediaType::parse(v)
+                .map(Some)
+                .map_err(|e| ParseError::value(HeaderName::ContentType, e)),
+        }
+    }
+
+    /// Reason values (RFC 3326).
+    pub fn reasons(&self) -> impl Iterator<Item = Result<ReasonValue<'_>, ParseError>> + '_ {
+        self.list_values(Code::Reason)
+            .map(|v| ReasonValue::parse(v).map_err(|e| ParseError::value(HeaderName::Reason, e)))
+    }
+
+    /// Feature-Caps values (RFC 6809).
+    pub fn feature_caps(&self) -> impl Iterator<Item = Result<FeatureCap<'_>, ParseError>> + '_ {
+        self.list_values(Code::FeatureCaps).map(|v| {
+            FeatureCap::parse(v).map_err(|e| ParseError::value(HeaderName::FeatureCaps, e))
+        })
+    }
+
+    /// Option tags of a token-list header (Supported, Require, Proxy-Require, Unsupported,
+    /// Allow, ...), empty elements skipped.
+    pub fn tokens(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        let list = name.is_list();
+        self.header_lines(name)
+            .flat_map(move |v| {
+                if list {
+                    Values::Split(split_commas(v))
+                } else {
+                    Values::One(Some(v))
+                }
+            })
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Supported option tags.
+    pub fn supported(&self) -> impl Iterator<Item = &str> + '_ {
+        self.tokens(HeaderName::Supported)
+    }
+
+    /// Require option tags.
+    pub fn require(&self) -> impl Iterator<Item = &str> + '_ {
+        self.tokens(HeaderName::Require)
+    }
+
+    /// Whether `tag` is listed in Supported (case-insensitive).
+    pub fn supports(&self, tag: &str) -> bool {
+        self.supported().any(|t| t.eq_ignore_ascii_case(tag))
+    }
+
+    /// The body (exactly Content-Length bytes when the header is present).
+    pub fn body(&self) -> &[u8] {
+        &self.buf[self.body.range()]
+    }
+
+    /// The body as a shared `Bytes` (no copy).
+    pub fn body_bytes(&self) -> Bytes {
+        self.buf.slice(self.body.range())
+    }
+
+    /// Runs every check a server applies before handing a message on: the Request-URI
+    /// (no `<>`, no embedded headers), every Via, From, To, Call-ID, CSeq (and that its
+    /// method matches), Max-Forwards, Expires, Contact (with `expires` params), Route,
+    /// Record-Route and Content-Type. The first error found is returned; for requests its
+    /// [`ParseError::suggested_status`] is the response to send.
+    pub fn check(&self) -> Result<(), ParseError> {
+        if let Some(uri) = self.request_uri() {
+            if uri?.headers_raw().is_some() {
+                // RFC 4475 §3.1.2.11: we take the "reject" choice.
+                return Err(ParseError::RequestUriHeaders);
+            }
+        }
+        self.top_via()?;
+        for v in self.vias() {
+            v?;
+        }
+        self.from_hdr()?;
+        self.to_hdr()?;
+        self.call_id()?;
+        self.cseq()?;
+        self.max_forwards()?;
+        self.expires()?;
+        self.min_expires()?;
+        for c in self.contacts()?.as_slice() {
+            c.expires()
+                .map_err(|e| ParseError::value(HeaderName::Contact, e))?;
+        }
+        for r in self.routes().chain(self.record_routes()) {
+            r?;
+        }
+        self.content_type()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(headers: &str) -> Message {
+        let s = format!("REGISTER sip:example.com SIP/2.0\r\n{headers}\r\n");
+        Message::parse(Bytes::from(s)).expect("valid")
+    }
+
+    #[test]
+    fn lists_and_names() {
+        let msg = m("Supported: path, , outbound\r\nk: gruu\r\nX-Custom: a, b\r\nDate: Sat, 13 Nov 2010 23:29:00 GMT\r\n");
+        assert_eq!(
+            msg.supported().collect::<Vec<_>>(),
+            vec!["path", "outbound", "gruu"]
+        );
+        assert!(msg.supports("OUTBOUND"));
+        let custom = HeaderName::parse("x-custom").expect("token");
+        assert_eq!(
+            msg.header_values(custom.clone()).collect::<Vec<_>>(),
+            vec!["a, b"]
+        );
+        assert_eq!(msg.header_values(HeaderName::Date).count(), 1);
+        let names: Vec<_> = msg.headers().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            vec![
+                HeaderName::Supported,
+                HeaderName::Supported,
+                custom,
+                HeaderName::Date
+            ]
+        );
+        assert_eq!(msg.header_fields().nth(1).map(|f| f.raw_name), Some("k"));
+    }
+
+    #[test]
+    fn contacts_star_and_errors() {
+        assert_eq!(m("Contact: *\r\n").contacts(), Ok(Contacts::Star));
+        assert_eq!(m("").contacts().map(|c| c.as_slice().len()), Ok(0));
+        assert_eq!(
+            m("Contact: *, <sip:a@b>\r\n").contacts().err(),
+            Some(ParseError::value(HeaderName::Contact, ValueError::BadParam))
+        );
+        assert_eq!(
+            m("Contact: <sip:a@b>,\r\n").contacts().err(),
+            Some(ParseError::value(
+                HeaderName::Contact,
+                ValueError::EmptyElement
+            ))
+        );
+        let two = m("m: <sip:a@b>;expires=60, \"X\" <sip:c@d>\r\n");
+        let c = two.contacts().expect("two");
+        assert_eq!(c.as_slice().len(), 2);
+        assert_eq!(c.as_slice()[0].expires(), Ok(Some(60)));
+    }
+
+    #[test]
+    fn scalars_and_typed_values() {
+        let msg = m("Expires: 3600\r\nMin-Expires: 60\r\nMax-Forwards: 0068\r\nReason: SIP;cause=487;text=\"gone\"\r\n\
+                     Feature-Caps: *;+sip.pns=\"apns\"\r\nCall-ID: has space\r\n");
+        assert_eq!(msg.expires(), Ok(Some(3600)));
+        assert_eq!(msg.min_expires(), Ok(Some(60)));
+        assert_eq!(msg.max_forwards(), Ok(Some(68)));
+        assert_eq!(
+            msg.reasons().next().map(|r| r.map(|r| r.cause())),
+            Some(Ok(Some(487)))
+        );
+        let fc = msg.feature_caps().next().expect("one").expect("valid");
+        assert_eq!(fc.get("+sip.pns"), Some(Some("apns".into())));
+        assert_eq!(
+            msg.call_id(),
+            Err(ParseError::value(HeaderName::CallId, ValueError::BadToken))
+        );
+        assert_eq!(
+            msg.top_via().err(),
+            Some(ParseError::MissingHeader(HeaderName::Via))
+        );
+        assert_eq!(
+            m("Expires: soon\r\n").expires().err(),
+            Some(ParseError::value(
+                HeaderName::Expires,
+                ValueError::BadNumber
+            ))
+        );
+    }
+}

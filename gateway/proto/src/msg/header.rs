@@ -1,0 +1,402 @@
+//! Header field names: a closed enum of the names Vigil knows, plus `Other` for the rest.
+//!
+//! Names match case-insensitively and compact forms (RFC 3261 §7.3.3 and later RFCs) map to
+//! their long form, so `v:` and `VIA:` both give [`HeaderName::Via`]. Recognising a name never
+//! allocates: the parser lowercases into a stack buffer and matches byte literals. Inside a
+//! parsed message each header span stores only a one-byte [`Code`]; `Other` names are read
+//! back from the message bytes.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+macro_rules! header_names {
+    ($( $var:ident = $canon:literal, $($pat:literal)|+ ;)*) => {
+        /// A SIP header field name.
+        ///
+        /// `Other` holds an extension name as written; it compares case-insensitively.
+        #[derive(Clone, Debug)]
+        #[non_exhaustive]
+        pub enum HeaderName {
+            $(
+                #[doc = concat!("`", $canon, "`")]
+                $var,
+            )*
+            /// Any header not listed above, kept verbatim.
+            Other(Box<str>),
+        }
+
+        /// One-byte tag of a known header, stored per header span.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub(crate) enum Code { $($var,)* }
+
+        impl HeaderName {
+            /// The canonical (long, conventionally capitalised) name.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(HeaderName::$var => $canon,)*
+                    HeaderName::Other(s) => s,
+                }
+            }
+
+            pub(crate) fn code(&self) -> Option<Code> {
+                match self {
+                    $(HeaderName::$var => Some(Code::$var),)*
+                    HeaderName::Other(_) => None,
+                }
+            }
+
+            pub(crate) fn from_code(c: Code) -> HeaderName {
+                match c {
+                    $(Code::$var => HeaderName::$var,)*
+                }
+            }
+
+        }
+
+        /// Every spelling (long and compact, lowercase) with its code.
+        const NAMES: &[(&[u8], Code)] = &[$($(($pat, Code::$var),)+)*];
+    };
+}
+
+header_names! {
+    Via = "Via", b"via" | b"v";
+    From = "From", b"from" | b"f";
+    To = "To", b"to" | b"t";
+    CallId = "Call-ID", b"call-id" | b"i";
+    CSeq = "CSeq", b"cseq";
+    MaxForwards = "Max-Forwards", b"max-forwards";
+    Contact = "Contact", b"contact" | b"m";
+    Route = "Route", b"route";
+    RecordRoute = "Record-Route", b"record-route";
+    Path = "Path", b"path";
+    ServiceRoute = "Service-Route", b"service-route";
+    Expires = "Expires", b"expires";
+    MinExpires = "Min-Expires", b"min-expires";
+    WwwAuthenticate = "WWW-Authenticate", b"www-authenticate";
+    ProxyAuthenticate = "Proxy-Authenticate", b"proxy-authenticate";
+    Authorization = "Authorization", b"authorization";
+    ProxyAuthorization = "Proxy-Authorization", b"proxy-authorization";
+    AuthenticationInfo = "Authentication-Info", b"authentication-info";
+    ContentLength = "Content-Length", b"content-length" | b"l";
+    ContentType = "Content-Type", b"content-type" | b"c";
+    ContentEncoding = "Content-Encoding", b"content-encoding" | b"e";
+    ContentDisposition = "Content-Disposition", b"content-disposition";
+    ContentLanguage = "Content-Language", b"content-language";
+    Reason = "Reason", b"reason";
+    FeatureCaps = "Feature-Caps", b"feature-caps";
+    Supported = "Supported", b"supported" | b"k";
+    Require = "Require", b"require";
+    ProxyRequire = "Proxy-Require", b"proxy-require";
+    Unsupported = "Unsupported", b"unsupported";
+    Allow = "Allow", b"allow";
+    Accept = "Accept", b"accept";
+    AcceptEncoding = "Accept-Encoding", b"accept-encoding";
+    AcceptLanguage = "Accept-Language", b"accept-language";
+    Subject = "Subject", b"subject" | b"s";
+    Date = "Date", b"date";
+    Event = "Event", b"event" | b"o";
+    AllowEvents = "Allow-Events", b"allow-events" | b"u";
+    SubscriptionState = "Subscription-State", b"subscription-state";
+    ReferTo = "Refer-To", b"refer-to" | b"r";
+    ReferredBy = "Referred-By", b"referred-by" | b"b";
+    SessionExpires = "Session-Expires", b"session-expires" | b"x";
+    MinSe = "Min-SE", b"min-se";
+    Warning = "Warning", b"warning";
+    RetryAfter = "Retry-After", b"retry-after";
+    UserAgent = "User-Agent", b"user-agent";
+    Server = "Server", b"server";
+    Timestamp = "Timestamp", b"timestamp";
+    Organization = "Organization", b"organization";
+    Priority = "Priority", b"priority";
+    CallInfo = "Call-Info", b"call-info";
+    AlertInfo = "Alert-Info", b"alert-info";
+    ErrorInfo = "Error-Info", b"error-info";
+    InReplyTo = "In-Reply-To", b"in-reply-to";
+    MimeVersion = "MIME-Version", b"mime-version";
+    ReplyTo = "Reply-To", b"reply-to";
+    Identity = "Identity", b"identity" | b"y";
+    IdentityInfo = "Identity-Info", b"identity-info" | b"n";
+    AcceptContact = "Accept-Contact", b"accept-contact" | b"a";
+    RejectContact = "Reject-Contact", b"reject-contact" | b"j";
+    RequestDisposition = "Request-Disposition", b"request-disposition" | b"d";
+    PAssertedIdentity = "P-Asserted-Identity", b"p-asserted-identity";
+    PPreferredIdentity = "P-Preferred-Identity", b"p-preferred-identity";
+    Privacy = "Privacy", b"privacy";
+    RSeq = "RSeq", b"rseq";
+    RAck = "RAck", b"rack";
+    SipEtag = "SIP-ETag", b"sip-etag";
+    SipIfMatch = "SIP-If-Match", b"sip-if-match";
+}
+
+/// Names are compared as three 64-bit words: bytes `| 0x20`, padded with spaces. For token
+/// characters `| 0x20` lowercases letters and maps no other token character onto a letter,
+/// `-` or digit, and the space padding (not a token character) encodes the length.
+type Packed = [u64; 3];
+const PACK_LEN: usize = 24;
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
+const fn pack_const(name: &[u8]) -> Packed {
+    let mut words = [FOLD; 3];
+    let mut i = 0;
+    while i < name.len() {
+        words[i / 8] |= (name[i] as u64) << ((i % 8) * 8);
+        i += 1;
+    }
+    words
+}
+
+/// Packs without going through a stack buffer: a byte-wise copy followed by a wide load
+/// would stall on store forwarding.
+#[inline]
+fn pack(name: &[u8]) -> Packed {
+    let mut words = [FOLD; 3];
+    for (w, chunk) in words.iter_mut().zip(name.chunks(8)) {
+        let v = match <[u8; 8]>::try_from(chunk) {
+            Ok(full) => u64::from_le_bytes(full),
+            Err(_) => chunk
+                .iter()
+                .enumerate()
+                .fold(0u64, |v, (i, &b)| v | u64::from(b) << (i * 8)),
+        };
+        *w |= v;
+    }
+    words
+}
+
+/// Open-addressing hash table over [`NAMES`], built at compile time: slot → index + 1.
+const SLOTS: usize = 256;
+
+/// Case-insensitive hash of a name from its length and first, middle and last bytes.
+/// The multipliers were chosen so that no known spelling needs more than two probes.
+const fn slot_of(name: &[u8]) -> usize {
+    let first = (name[0] | 0x20) as usize;
+    let mid = (name[name.len() / 2] | 0x20) as usize;
+    let last = (name[name.len() - 1] | 0x20) as usize;
+    (first * 41 + last * 13 + name.len() * 17 + mid) % SLOTS
+}
+
+const fn build_table() -> [u8; SLOTS] {
+    let mut table = [0u8; SLOTS];
+    let mut i = 0;
+    while i < NAMES.len() {
+        let mut s = slot_of(NAMES[i].0);
+        while table[s] != 0 {
+            s = (s + 1) % SLOTS;
+        }
+        table[s] = (i + 1) as u8;
+        i += 1;
+    }
+    table
+}
+
+const fn build_packed() -> [Packed; NAMES.len()] {
+    let mut out = [[0u64; 3]; NAMES.len()];
+    let mut i = 0;
+    while i < NAMES.len() {
+        out[i] = pack_const(NAMES[i].0);
+        i += 1;
+    }
+    out
+}
+
+static TABLE: [u8; SLOTS] = build_table();
+static PACKED: [Packed; NAMES.len()] = build_packed();
+
+impl Code {
+    /// Recognises a header name (any case, long or compact) without allocating: one hash
+    /// and usually one three-word comparison. `name` must be a token.
+    pub(crate) fn lookup(name: &[u8]) -> Option<Code> {
+        if name.is_empty() || name.len() > PACK_LEN {
+            return None;
+        }
+        let key = pack(name);
+        let mut s = slot_of(name);
+        loop {
+            let entry = usize::from(TABLE[s]);
+            if entry == 0 {
+                return None;
+            }
+            if PACKED[entry - 1] == key {
+                return Some(NAMES[entry - 1].1);
+            }
+            s = (s + 1) % SLOTS;
+        }
+    }
+}
+
+impl HeaderName {
+    /// Parses a name as written (any case, compact forms allowed). Returns `None` if `name` is
+    /// not a token, so that a builder can never print a header line the parser would reject.
+    pub fn parse(name: &str) -> Option<HeaderName> {
+        if name.is_empty() || !name.bytes().all(super::scan::is_token) {
+            return None;
+        }
+        Some(match Code::lookup(name.as_bytes()) {
+            Some(c) => HeaderName::from_code(c),
+            None => HeaderName::Other(name.into()),
+        })
+    }
+
+    /// The compact form, if RFC 3261 or a later RFC defines one.
+    pub fn compact(&self) -> Option<char> {
+        let c = match self {
+            HeaderName::Via => 'v',
+            HeaderName::From => 'f',
+            HeaderName::To => 't',
+            HeaderName::CallId => 'i',
+            HeaderName::Contact => 'm',
+            HeaderName::ContentLength => 'l',
+            HeaderName::ContentType => 'c',
+            HeaderName::ContentEncoding => 'e',
+            HeaderName::Supported => 'k',
+            HeaderName::Subject => 's',
+            HeaderName::Event => 'o',
+            HeaderName::AllowEvents => 'u',
+            HeaderName::ReferTo => 'r',
+            HeaderName::ReferredBy => 'b',
+            HeaderName::SessionExpires => 'x',
+            HeaderName::Identity => 'y',
+            HeaderName::IdentityInfo => 'n',
+            HeaderName::AcceptContact => 'a',
+            HeaderName::RejectContact => 'j',
+            HeaderName::RequestDisposition => 'd',
+            _ => return None,
+        };
+        Some(c)
+    }
+
+    /// Whether several values may share one line separated by commas (RFC 3261 §7.3.1).
+    /// Only these are split by [`super::Message::header_values`]; others (Date,
+    /// WWW-Authenticate, extension headers, ...) may contain commas inside one value.
+    pub fn is_list(&self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::Contact
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::Path
+                | HeaderName::ServiceRoute
+                | HeaderName::ContentEncoding
+                | HeaderName::ContentLanguage
+                | HeaderName::Reason
+                | HeaderName::FeatureCaps
+                | HeaderName::Supported
+                | HeaderName::Require
+                | HeaderName::ProxyRequire
+                | HeaderName::Unsupported
+                | HeaderName::Allow
+                | HeaderName::Accept
+                | HeaderName::AcceptEncoding
+                | HeaderName::AcceptLanguage
+                | HeaderName::AllowEvents
+                | HeaderName::Warning
+                | HeaderName::CallInfo
+                | HeaderName::AlertInfo
+                | HeaderName::ErrorInfo
+                | HeaderName::InReplyTo
+                | HeaderName::AcceptContact
+                | HeaderName::RejectContact
+                | HeaderName::RequestDisposition
+                | HeaderName::PAssertedIdentity
+                | HeaderName::PPreferredIdentity
+                | HeaderName::Privacy
+        )
+    }
+
+    /// Whether the header may appear at most once (a second one is an error on access).
+    pub fn is_single(&self) -> bool {
+        matches!(
+            self,
+            HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+                | HeaderName::MaxForwards
+                | HeaderName::Expires
+                | HeaderName::MinExpires
+                | HeaderName::ContentLength
+                | HeaderName::ContentType
+        )
+    }
+
+    /// Case-insensitive comparison with a name as written in a message.
+    pub(crate) fn matches(&self, code: Option<Code>, raw: &str) -> bool {
+        match (self, code) {
+            (HeaderName::Other(s), None) => s.eq_ignore_ascii_case(raw),
+            (HeaderName::Other(_), Some(_)) | (_, None) => false,
+            (_, Some(c)) => self.code() == Some(c),
+        }
+    }
+}
+
+impl PartialEq for HeaderName {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (HeaderName::Other(a), HeaderName::Other(b)) => a.eq_ignore_ascii_case(b),
+            (HeaderName::Other(_), _) | (_, HeaderName::Other(_)) => false,
+            _ => self.code() == other.code(),
+        }
+    }
+}
+impl Eq for HeaderName {}
+
+impl Hash for HeaderName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            HeaderName::Other(s) => {
+                for b in s.bytes() {
+                    state.write_u8(b.to_ascii_lowercase());
+                }
+            }
+            known => state.write_u8(known.code().map_or(u8::MAX, |c| c as u8)),
+        }
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_and_case_insensitive() {
+        assert_eq!(Code::lookup(b"v"), Some(Code::Via));
+        assert_eq!(Code::lookup(b"VIA"), Some(Code::Via));
+        assert_eq!(Code::lookup(b"MaX-fOrWaRdS"), Some(Code::MaxForwards));
+        assert_eq!(Code::lookup(b"i"), Some(Code::CallId));
+        assert_eq!(Code::lookup(b"L"), Some(Code::ContentLength));
+        assert_eq!(Code::lookup(b"C%6Fntact"), None);
+        assert_eq!(Code::lookup(b"x-very-long-header-name-beyond"), None);
+        assert_eq!(Code::lookup(b""), None);
+        // Every spelling in the table is found in any case.
+        for (name, code) in NAMES {
+            assert_eq!(Code::lookup(name), Some(*code));
+            assert_eq!(Code::lookup(&name.to_ascii_uppercase()), Some(*code));
+        }
+    }
+
+    #[test]
+    fn compact_round_trips_through_lookup() {
+        for c in "vftimlceksourbxynajd".chars() {
+            let name = HeaderName::parse(&c.to_string()).expect("token");
+            assert_eq!(name.compact(), Some(c), "{name}");
+        }
+    }
+
+    #[test]
+    fn other_names_compare_case_insensitively() {
+        let a = HeaderName::parse("X-Foo").expect("token");
+        let b = HeaderName::parse("x-foo").expect("token");
+        assert_eq!(a, b);
+        assert_ne!(a, HeaderName::Via);
+        assert_eq!(HeaderName::parse("bad name"), None);
+        assert_eq!(HeaderName::parse("Call-Id"), Some(HeaderName::CallId));
+    }
+}

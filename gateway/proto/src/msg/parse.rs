@@ -1,0 +1,415 @@
+//! The message splitter: one pass over the bytes with `memchr`, recording the start line,
+//! one span per header field and the body. Nothing is allocated unless a header is folded
+//! (then the buffer is copied once with the fold's CRLF turned into spaces, keeping offsets)
+//! or there are more header fields than the inline capacity.
+//!
+//! Framing rules: leading CRLFs are skipped (RFC 3261 §7.5); lines end in CRLF and a bare CR
+//! or LF in the header section is an error; Content-Length frames the body and octets past it
+//! are dropped (RFC 3261 §18.3, RFC 4475 §3.1.1.8); without Content-Length the body is the
+//! rest of the buffer (datagram rule, RFC 4475 §3.4.1).
+
+use bytes::{Bytes, BytesMut};
+use memchr::{memchr, memchr2, memrchr};
+use smallvec::SmallVec;
+
+use super::header::Code;
+use super::scan::{is_lws, is_token, parse_decimal, span_of, TOKEN};
+use super::{
+    HeaderSpan, Message, ParseError, Span, StartLine, UriError, MAX_HEADERS, MAX_MESSAGE_LEN,
+};
+
+/// Where the next line ends.
+enum Eol {
+    /// Position of the CR of a CRLF.
+    At(usize),
+    /// No CR or LF before the end of the buffer.
+    None,
+    /// A CR or LF that is not part of a CRLF, at this position.
+    Bare(usize),
+}
+
+/// Finds the CR of the next CRLF at or after `from`. (A plain enum rather than a
+/// `Result<_, ParseError>` keeps the hot loop free of drop glue.)
+#[inline]
+fn find_crlf(b: &[u8], from: usize) -> Eol {
+    match memchr2(b'\r', b'\n', &b[from..]) {
+        None => Eol::None,
+        Some(i) => {
+            let i = from + i;
+            if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
+                Eol::At(i)
+            } else {
+                Eol::Bare(i)
+            }
+        }
+    }
+}
+
+fn line_end(b: &[u8], from: usize) -> Result<usize, ParseError> {
+    match find_crlf(b, from) {
+        Eol::At(i) => Ok(i),
+        Eol::None => Err(ParseError::UnterminatedHeaders),
+        Eol::Bare(offset) => Err(ParseError::BareLineBreak { offset }),
+    }
+}
+
+fn span(off: usize, len: usize) -> Span {
+    // Offsets fit: the message is at most MAX_MESSAGE_LEN bytes, checked first.
+    Span {
+        off: off as u32,
+        len: len as u32,
+    }
+}
+
+fn check_version(v: &[u8]) -> Result<(), ParseError> {
+    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+        return Ok(());
+    }
+    // A well-formed version we do not speak gets 505 (RFC 4475 §3.1.2.16).
+    if v.len() > 4 && v[..4].eq_ignore_ascii_case(b"SIP/") {
+        let rest = &v[4..];
+        if let Some(dot) = memchr(b'.', rest) {
+            let (maj, min) = (&rest[..dot], &rest[dot + 1..]);
+            let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+            if digits(maj) && digits(min) {
+                return Err(ParseError::BadVersion);
+            }
+        }
+    }
+    Err(ParseError::BadStartLine)
+}
+
+fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        let sp = memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+        check_version(&line[..sp])?;
+        let rest = &line[sp + 1..];
+        let code_end = memchr(b' ', rest).unwrap_or(rest.len());
+        let code = &rest[..code_end];
+        if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        if !(100..=699).contains(&status) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let reason_off = (sp + 1 + code_end + 1).min(line.len());
+        return Ok(StartLine::Response {
+            status,
+            reason: span(reason_off, line.len() - reason_off),
+        });
+    }
+    let sp1 = memchr(b' ', line).ok_or(ParseError::MissingStartLine)?;
+    let method = &line[..sp1];
+    if method.is_empty() || !method.iter().copied().all(is_token) {
+        return Err(ParseError::BadMethod);
+    }
+    let sp2 = memrchr(b' ', line).ok_or(ParseError::MissingStartLine)?;
+    if sp2 == sp1 {
+        return Err(ParseError::BadStartLine);
+    }
+    check_version(&line[sp2 + 1..])?;
+    let uri = &line[sp1 + 1..sp2];
+    // Several SP between the elements (RFC 4475 §3.1.2.9): malformed; we take the strict
+    // choice the RFC allows.
+    if uri.is_empty() || uri[0] == b' ' || uri[uri.len() - 1] == b' ' {
+        return Err(ParseError::BadStartLine);
+    }
+    // LWS inside the Request-URI (RFC 4475 §3.1.2.8): rejected rather than guessed at.
+    if uri.iter().any(|&c| c <= b' ' || c == 0x7f) {
+        return Err(ParseError::BadRequestUri(UriError::IllegalChar));
+    }
+    Ok(StartLine::Request {
+        method: span(0, sp1),
+        uri: span(sp1 + 1, uri.len()),
+    })
+}
+
+impl Message {
+    /// Parses exactly one message from `buf` (a UDP datagram or one framed stream message).
+    ///
+    /// Only the framing is checked here: start line, header lines, Content-Length, UTF-8.
+    /// Typed header values are parsed on access, so a message with, say, a malformed Contact
+    /// still parses and its Via can be used to answer 400; [`Message::check`] runs every
+    /// check a server does before accepting a message.
+    pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        if buf.len() > MAX_MESSAGE_LEN {
+            return Err(ParseError::MessageTooLarge {
+                len: buf.len(),
+                max: MAX_MESSAGE_LEN,
+            });
+        }
+        let mut start = 0;
+        while buf[start..].starts_with(b"\r\n") {
+            start += 2;
+        }
+        if start == buf.len() {
+            return Err(ParseError::Empty);
+        }
+        let mut buf = buf.slice(start..);
+        let b: &[u8] = &buf;
+        let len = b.len();
+
+        let Eol::At(sl_end) = find_crlf(b, 0) else {
+            return Err(ParseError::MissingStartLine);
+        };
+        let start_line = parse_start_line(&b[..sl_end])?;
+
+        let mut headers: SmallVec<[HeaderSpan; super::INLINE_HEADERS]> = SmallVec::new();
+        let mut folded = false;
+        let mut content_length: Option<usize> = None;
+        let mut pos = sl_end + 2;
+        loop {
+            if pos >= len {
+                return Err(ParseError::UnterminatedHeaders);
+            }
+            if b[pos] == b'\r' && b.get(pos + 1) == Some(&b'\n') {
+                pos += 2;
+                break;
+            }
+            if b[pos] == b' ' || b[pos] == b'\t' {
+                return Err(ParseError::OrphanContinuation { offset: pos });
+            }
+            let line = pos;
+            let mut eol = line_end(b, pos)?;
+            while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
+                folded = true;
+                eol = line_end(b, eol + 2)?;
+            }
+            // One pass over the name validates it as a token and finds where it ends;
+            // SP/HTAB may precede the colon (RFC 3261 HCOLON).
+            let name_len = span_of(&b[line..eol], TOKEN);
+            let name_end = line + name_len;
+            let mut colon = name_end;
+            while colon < eol && matches!(b[colon], b' ' | b'\t') {
+                colon += 1;
+            }
+            if name_len == 0 || name_len > usize::from(u16::MAX) || colon >= eol || b[colon] != b':'
+            {
+                return Err(ParseError::HeaderNameInvalid { offset: line });
+            }
+            let name = &b[line..name_end];
+            let mut vs = colon + 1;
+            let mut ve = eol;
+            while vs < ve && is_lws(b[vs]) {
+                vs += 1;
+            }
+            while ve > vs && is_lws(b[ve - 1]) {
+                ve -= 1;
+            }
+            let code = Code::lookup(name);
+            if code == Some(Code::ContentLength) {
+                let v = &b[vs..ve];
+                if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                    return Err(ParseError::BadContentLength);
+                }
+                let s = std::str::from_utf8(v).map_err(|_| ParseError::BadContentLength)?;
+                let n = parse_decimal(s, MAX_MESSAGE_LEN as u64)
+                    .ok_or(ParseError::BadContentLength)? as usize;
+                match content_length {
+                    Some(first) if first != n => {
+                        return Err(ParseError::ConflictingContentLength { first, second: n })
+                    }
+                    _ => content_length = Some(n),
+                }
+            }
+            if headers.len() == MAX_HEADERS {
+                return Err(ParseError::TooManyHeaders { max: MAX_HEADERS });
+            }
+            headers.push(HeaderSpan {
+                code,
+                name_len: name.len() as u16,
+                name_off: line as u32,
+                value: span(vs, ve - vs),
+            });
+            pos = eol + 2;
+        }
+        let head_len = pos;
+        let (body, msg_end) = match content_length {
+            Some(cl) => {
+                let got = len - head_len;
+                if cl > got {
+                    return Err(ParseError::BodyTruncated { expected: cl, got });
+                }
+                (span(head_len, cl), head_len + cl)
+            }
+            None => (span(head_len, len - head_len), len),
+        };
+        // Nearly every head is ASCII, which `is_ascii` confirms several times faster.
+        if b[..head_len].is_ascii() {
+        } else if let Err(e) = std::str::from_utf8(&b[..head_len]) {
+            return Err(ParseError::InvalidUtf8 {
+                offset: start + e.valid_up_to(),
+            });
+        }
+        if folded {
+            buf = unfold(&buf[..msg_end], head_len);
+        } else {
+            buf.truncate(msg_end);
+        }
+        Ok(Message {
+            buf,
+            start: start_line,
+            headers,
+            body,
+            content_length,
+            head_len: head_len as u32,
+        })
+    }
+}
+
+/// Copies the message with every fold (CRLF followed by SP/HTAB) in the header section
+/// replaced by two spaces. Offsets stay valid and values read as one line, which is what a
+/// fold means (RFC 3261 §7.3.1).
+fn unfold(msg: &[u8], head_len: usize) -> Bytes {
+    let mut out = BytesMut::from(msg);
+    let head = &mut out[..head_len];
+    let mut i = 0;
+    while let Some(p) = memchr(b'\r', &head[i..]) {
+        let p = i + p;
+        if p + 2 < head.len() && head[p + 1] == b'\n' && matches!(head[p + 2], b' ' | b'\t') {
+            head[p] = b' ';
+            head[p + 1] = b' ';
+        }
+        i = p + 1;
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::HeaderName;
+
+    fn p(s: &str) -> Result<Message, ParseError> {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    const REG: &str = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+        Call-ID: a@b\r\nl: 3\r\n\r\nabcTRAILING";
+
+    #[test]
+    fn splits_start_line_headers_and_body() {
+        let m = p(REG).expect("valid");
+        assert_eq!(m.method_str(), Some("REGISTER"));
+        assert_eq!(m.request_uri_str(), Some("sip:example.com"));
+        assert_eq!(m.header(HeaderName::CallId), Some("a@b"));
+        assert_eq!(m.body(), b"abc");
+        assert_eq!(m.content_length(), Some(3));
+        assert!(m.as_bytes().ends_with(b"abc"));
+    }
+
+    #[test]
+    fn skips_leading_crlf_and_rejects_empty() {
+        assert!(p(&format!("\r\n\r\n{REG}")).is_ok());
+        assert_eq!(p("").err(), Some(ParseError::Empty));
+        assert_eq!(p("\r\n\r\n").err(), Some(ParseError::Empty));
+    }
+
+    #[test]
+    fn framing_errors() {
+        let base = "OPTIONS sip:a SIP/2.0\r\n";
+        assert_eq!(p(base).err(), Some(ParseError::UnterminatedHeaders));
+        assert_eq!(
+            p(&format!("{base}Via x\r\n\r\n")).err(),
+            Some(ParseError::HeaderNameInvalid { offset: 23 })
+        );
+        assert_eq!(
+            p(&format!("{base}Bad Name: x\r\n\r\n")).err(),
+            Some(ParseError::HeaderNameInvalid { offset: 23 })
+        );
+        assert_eq!(
+            p(&format!("{base} folded: x\r\n\r\n")).err(),
+            Some(ParseError::OrphanContinuation { offset: 23 })
+        );
+        assert_eq!(
+            p(&format!("{base}A: b\nC: d\r\n\r\n")).err(),
+            Some(ParseError::BareLineBreak { offset: 27 })
+        );
+        assert_eq!(
+            p(&format!("{base}l: 5\r\n\r\nab")).err(),
+            Some(ParseError::BodyTruncated {
+                expected: 5,
+                got: 2
+            })
+        );
+        assert_eq!(
+            p(&format!("{base}l: 1\r\nl: 1\r\n\r\na")).map(|m| m.body().len()),
+            Ok(1)
+        );
+        assert_eq!(
+            p(&format!("{base}l: 99999999999999999999\r\n\r\n")).err(),
+            Some(ParseError::BadContentLength)
+        );
+        assert_eq!(
+            p("OPTIONS sip:a SIP/2.0").err(),
+            Some(ParseError::MissingStartLine)
+        );
+        assert_eq!(
+            p("garbage\r\n\r\n").err(),
+            Some(ParseError::MissingStartLine)
+        );
+        assert!(matches!(
+            Message::parse(Bytes::from(vec![b'a'; MAX_MESSAGE_LEN + 1])),
+            Err(ParseError::MessageTooLarge { .. })
+        ));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            p(&format!("{base}{many}\r\n")).err(),
+            Some(ParseError::TooManyHeaders { max: MAX_HEADERS })
+        );
+        let mut bad = format!("{base}X: ").into_bytes();
+        bad.extend_from_slice(&[0xff, b'\r', b'\n', b'\r', b'\n']);
+        assert_eq!(
+            Message::parse(Bytes::from(bad)).err(),
+            Some(ParseError::InvalidUtf8 { offset: 26 })
+        );
+    }
+
+    #[test]
+    fn start_lines() {
+        assert_eq!(
+            p("SIP/2.0 180 Ringing\r\n\r\n").map(|m| m.status()),
+            Ok(Some(180))
+        );
+        assert_eq!(
+            p("SIP/2.0 180\r\n\r\n").map(|m| m.reason().map(str::to_owned)),
+            Ok(Some(String::new()))
+        );
+        assert_eq!(
+            p("SIP/2.0 99 Low\r\n\r\n").err(),
+            Some(ParseError::BadStatusCode)
+        );
+        assert_eq!(
+            p("SIP/2.0 700 High\r\n\r\n").err(),
+            Some(ParseError::BadStatusCode)
+        );
+        assert_eq!(
+            p("SIP/3.0 200 OK\r\n\r\n").err(),
+            Some(ParseError::BadVersion)
+        );
+        assert_eq!(
+            p("sip/2.0 200 OK\r\n\r\n").map(|m| m.status()),
+            Ok(Some(200))
+        );
+        assert_eq!(
+            p("INV<ITE sip:a SIP/2.0\r\n\r\n").err(),
+            Some(ParseError::BadMethod)
+        );
+        assert_eq!(
+            p("INVITE sip:a\r\n\r\n").err(),
+            Some(ParseError::BadStartLine)
+        );
+        assert_eq!(
+            p("INVITE sip:a HTTP/1.1\r\n\r\n").err(),
+            Some(ParseError::BadStartLine)
+        );
+    }
+
+    #[test]
+    fn folds_become_spaces_in_place() {
+        let m = p("OPTIONS sip:a SIP/2.0\r\nSubject: one\r\n two\r\n\r\n").expect("folded");
+        assert_eq!(m.header(HeaderName::Subject), Some("one   two"));
+        assert_eq!(m.as_bytes().len(), 45, "same length as the input");
+    }
+}

@@ -1,0 +1,346 @@
+//! Lexical helpers shared by the header value parsers: RFC 3261 §25.1 character classes,
+//! LWS trimming, decimal numbers, quoted strings and the quote- and bracket-aware comma split.
+//!
+//! Everything works on `&str` slices of the message and returns sub-slices: nothing here
+//! allocates except [`unquote`] when a quoted-pair must be removed.
+
+use std::borrow::Cow;
+
+use super::ValueError;
+
+/// Character classes as bit flags in one 256-entry table, so that the hot loops of the
+/// parsers do one load per byte instead of a chain of comparisons.
+pub(crate) const TOKEN: u8 = 1;
+pub(crate) const UNRESERVED: u8 = 2;
+pub(crate) const USER: u8 = 4;
+pub(crate) const PASSWORD: u8 = 8;
+pub(crate) const PARAM: u8 = 16;
+pub(crate) const HEADER: u8 = 32;
+pub(crate) const HOST: u8 = 64;
+pub(crate) const LWS: u8 = 128;
+
+const fn class_of(b: u8) -> u8 {
+    let alnum = b.is_ascii_alphanumeric();
+    let mut c = 0;
+    if alnum
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+    {
+        c |= TOKEN;
+    }
+    let unreserved = alnum
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        );
+    if unreserved {
+        c |= UNRESERVED;
+    }
+    if unreserved || matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
+        c |= USER;
+    }
+    if unreserved || matches!(b, b'&' | b'=' | b'+' | b'$' | b',') {
+        c |= PASSWORD;
+    }
+    if unreserved || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$') {
+        c |= PARAM;
+    }
+    if unreserved || matches!(b, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$') {
+        c |= HEADER;
+    }
+    // `_` is not in the RFC 3261 hostname grammar but occurs in real deployments.
+    if alnum || matches!(b, b'-' | b'.' | b'_') {
+        c |= HOST;
+    }
+    if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+        c |= LWS;
+    }
+    c
+}
+
+const fn build_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = class_of(i as u8);
+        i += 1;
+    }
+    t
+}
+
+static CLASSES: [u8; 256] = build_classes();
+
+/// Whether byte `b` is in any of the classes `mask`.
+#[inline]
+pub(crate) fn is(b: u8, mask: u8) -> bool {
+    CLASSES[usize::from(b)] & mask != 0
+}
+
+/// Length of the prefix of `s` whose bytes are all in `mask`.
+#[inline]
+pub(crate) fn span_of(s: &[u8], mask: u8) -> usize {
+    s.iter().position(|&b| !is(b, mask)).unwrap_or(s.len())
+}
+
+/// `token` characters (RFC 3261 §25.1): alphanum and `-.!%*_+`'~`.
+#[inline]
+pub(crate) fn is_token(b: u8) -> bool {
+    is(b, TOKEN)
+}
+
+/// Linear whitespace, including the CR/LF of a folded line.
+#[inline]
+pub(crate) fn is_lws(b: u8) -> bool {
+    is(b, LWS)
+}
+
+/// Trims LWS at both ends.
+pub(crate) fn trim_lws(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = span_of(b, LWS);
+    let end = b.iter().rposition(|&c| !is_lws(c)).map_or(start, |e| e + 1);
+    // Both ends are at ASCII bytes (or the string ends), so these are char boundaries.
+    s.get(start..end.max(start)).unwrap_or("")
+}
+
+#[inline]
+pub(crate) fn skip_lws(s: &str) -> &str {
+    let n = span_of(s.as_bytes(), LWS);
+    s.get(n..).unwrap_or("")
+}
+
+/// Position of the first byte of `s` equal to `b`. Header fields and URI parts are short,
+/// so a plain loop beats `memchr`'s dispatch here.
+#[inline]
+pub(crate) fn find_byte(s: &[u8], b: u8) -> Option<usize> {
+    s.iter().position(|&c| c == b)
+}
+
+/// Parses `1*DIGIT` (leading zeros allowed) no larger than `max`.
+pub(crate) fn parse_decimal(s: &str, max: u64) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        if n > max {
+            return None;
+        }
+    }
+    Some(n)
+}
+
+/// Parses a whole value as a bounded decimal, telling "not a number" from "too large".
+pub(crate) fn decimal_value(value: &str, max: u64) -> Result<u64, ValueError> {
+    let v = trim_lws(value);
+    if v.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ValueError::BadNumber);
+    }
+    parse_decimal(v, max).ok_or(ValueError::NumberTooLarge)
+}
+
+/// Splits a quoted string off the front of `s` (which must start with `"`). Returns the
+/// whole quoted string including its quotes, and the rest.
+pub(crate) fn split_quoted(s: &str) -> Result<(&str, &str), ValueError> {
+    let bytes = s.as_bytes();
+    debug_assert_eq!(bytes.first(), Some(&b'"'));
+    let mut i = 1;
+    while let Some(o) = bytes
+        .get(i..)
+        .and_then(|r| r.iter().position(|&c| c == b'"' || c == b'\\'))
+    {
+        let at = i + o;
+        if bytes[at] == b'"' {
+            return Ok((&s[..=at], &s[at + 1..]));
+        }
+        i = at + 2;
+    }
+    Err(ValueError::UnterminatedQuote)
+}
+
+/// Removes the surrounding quotes and quoted-pair backslashes of a quoted string; a value
+/// that is not quoted is returned as is.
+pub fn unquote(s: &str) -> Cow<'_, str> {
+    let Some(inner) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+        return Cow::Borrowed(s);
+    };
+    if !inner.contains('\\') {
+        return Cow::Borrowed(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Quotes `s` as a quoted-string, escaping `"` and `\`.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // CR and LF cannot be quoted (quoted-pair excludes them): drop them so the
+            // printed header stays one logical line.
+            '\r' | '\n' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Iterator over a comma-separated list whose elements are parsed by `parse`, which reads
+/// one element off the front of its input and returns the rest. One pass, no pre-split.
+pub(crate) struct ListIter<'a, T> {
+    rest: Option<&'a str>,
+    parse: fn(&'a str) -> Result<(T, &'a str), ValueError>,
+}
+
+impl<'a, T> ListIter<'a, T> {
+    pub(crate) fn new(
+        value: &'a str,
+        parse: fn(&'a str) -> Result<(T, &'a str), ValueError>,
+    ) -> Self {
+        ListIter {
+            rest: Some(value),
+            parse,
+        }
+    }
+}
+
+impl<'a, T> Iterator for ListIter<'a, T> {
+    type Item = Result<T, ValueError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = skip_lws(self.rest.take()?);
+        let (item, rest) = match (self.parse)(s) {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let rest = skip_lws(rest);
+        if rest.is_empty() {
+            return Some(Ok(item));
+        }
+        match rest.strip_prefix(',') {
+            Some(r) => {
+                self.rest = Some(r);
+                Some(Ok(item))
+            }
+            None => Some(Err(ValueError::TrailingGarbage)),
+        }
+    }
+}
+
+/// Iterator over the comma-separated elements of a header value, skipping commas inside
+/// quoted strings and `<...>`. Elements are LWS-trimmed and may be empty.
+#[derive(Clone, Debug)]
+pub(crate) struct CommaSplit<'a> {
+    rest: Option<&'a str>,
+}
+
+pub(crate) fn split_commas(s: &str) -> CommaSplit<'_> {
+    CommaSplit { rest: Some(s) }
+}
+
+impl<'a> Iterator for CommaSplit<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        // Jump between the only bytes that matter; most values have no quotes or brackets,
+        // so this is one search per element.
+        while let Some(off) = memchr::memchr3(b',', b'"', b'<', &bytes[i..]) {
+            let at = i + off;
+            match bytes[at] {
+                b',' => {
+                    self.rest = Some(&s[at + 1..]);
+                    return Some(trim_lws(&s[..at]));
+                }
+                b'"' => {
+                    // Skip to the closing quote, honouring backslash escapes.
+                    let mut j = at + 1;
+                    loop {
+                        match bytes[j..].iter().position(|&c| c == b'"' || c == b'\\') {
+                            None => {
+                                j = bytes.len();
+                                break;
+                            }
+                            Some(o) if bytes[j + o] == b'\\' => j += o + 2,
+                            Some(o) => {
+                                j += o + 1;
+                                break;
+                            }
+                        }
+                        if j >= bytes.len() {
+                            break;
+                        }
+                    }
+                    i = j.min(bytes.len());
+                }
+                _ => {
+                    i = find_byte(&bytes[at..], b'>').map_or(bytes.len(), |o| at + o + 1);
+                }
+            }
+        }
+        self.rest = None;
+        Some(trim_lws(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comma_split_respects_quotes_and_brackets() {
+        let v: Vec<_> = split_commas(r#""a, \"b" <sip:x@y;p=1,2>, <sip:z> ,, c"#).collect();
+        assert_eq!(v, vec![r#""a, \"b" <sip:x@y;p=1,2>"#, "<sip:z>", "", "c"]);
+        let v: Vec<_> = split_commas(";;,;,,").collect();
+        assert_eq!(v, vec![";;", ";", "", ""]);
+    }
+
+    #[test]
+    fn decimals() {
+        assert_eq!(parse_decimal("0068", 255), Some(68));
+        assert_eq!(parse_decimal("256", 255), None);
+        assert_eq!(parse_decimal("99999999999999999999999", u64::MAX), None);
+        assert_eq!(parse_decimal("-1", 255), None);
+        assert_eq!(decimal_value(" 12 ", 100), Ok(12));
+        assert_eq!(decimal_value("1000", 100), Err(ValueError::NumberTooLarge));
+        assert_eq!(decimal_value("x", 100), Err(ValueError::BadNumber));
+    }
+
+    #[test]
+    fn quoted_strings() {
+        assert_eq!(
+            split_quoted(r#""J Rosenberg \\\"" <x>"#),
+            Ok((r#""J Rosenberg \\\"""#, " <x>"))
+        );
+        assert_eq!(split_quoted("\"open"), Err(ValueError::UnterminatedQuote));
+        assert_eq!(unquote(r#""J Rosenberg \\\"""#), r#"J Rosenberg \""#);
+        assert_eq!(unquote(&quote(r#"a"b\c"#)), r#"a"b\c"#);
+    }
+}

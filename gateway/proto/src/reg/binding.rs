@@ -1,0 +1,287 @@
+//! One binding's compact state, its REGISTER request, and what a response means for it.
+//!
+//! [`Binding`] is what the engine keeps per SIP account between refreshes: its strings in one
+//! allocation, the digest nonces, the upstream address, one timer handle and a few counters.
+//! Requests are printed from it on demand; no message outlives its transaction.
+
+use crate::msg::{HeaderName, Message, Method, RequestBuilder};
+use crate::rng::CoreRng;
+use crate::timer::TimerId;
+use crate::txn::{Peer, Transport};
+
+use super::digest::{self, Auth};
+use super::peers::PeerIdx;
+use super::strings::Packed;
+use super::{BindingConfig, BindingError, BindingField, BindingPhase, RegConfig};
+
+pub(crate) const USER: usize = 0;
+pub(crate) const DOMAIN: usize = 1;
+pub(crate) const AUTH_USER: usize = 2;
+pub(crate) const PASSWORD: usize = 3;
+pub(crate) const PROXY: usize = 4;
+pub(crate) const TOKEN: usize = 5;
+pub(crate) const CALL_ID: usize = 6;
+pub(crate) const TAG: usize = 7;
+
+/// Flag: the binding waits in the send queue.
+pub(crate) const QUEUED: u8 = 1;
+/// Flag: removal was asked while a REGISTER was in flight.
+pub(crate) const REMOVING: u8 = 2;
+/// Flag: the configuration changed while a REGISTER was in flight; start over after it.
+pub(crate) const RESTART: u8 = 4;
+/// Flag: a REGISTER with a non-zero expiry was sent, so the upstream may hold a binding.
+pub(crate) const MAYBE_BOUND: u8 = 8;
+/// Flag: a REGISTER transaction of this binding is live (the engine's `in_flight` map
+/// knows which).
+pub(crate) const IN_FLIGHT: u8 = 16;
+
+/// Per-binding state; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct Binding {
+    /// user, domain, auth user, password, proxy, token, Call-ID, From tag.
+    pub(crate) strings: Packed<8>,
+    pub(crate) auth: Auth,
+    pub(crate) upstream: PeerIdx,
+    /// The refresh or retry deadline.
+    pub(crate) timer: Option<TimerId>,
+    pub(crate) cseq: u32,
+    /// Expiry asked for (the configured one, raised by 423).
+    pub(crate) expires: u32,
+    /// Expiry last granted.
+    pub(crate) granted: u32,
+    pub(crate) last_status: u16,
+    pub(crate) attempt: u16,
+    pub(crate) phase: BindingPhase,
+    pub(crate) flags: u8,
+}
+
+/// Characters RFC 3261 allows unescaped in a URI user part (unreserved, user-unreserved)
+/// plus `%` for escapes.
+fn is_user_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,;?/".contains(&b)
+}
+
+/// `host[:port]` with a DNS name, IPv4 or bracketed IPv6 host.
+fn is_host_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)
+}
+
+fn check(ok: bool, field: BindingField) -> Result<(), BindingError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(BindingError::InvalidField(field))
+    }
+}
+
+fn charset(s: &str, max: usize, allowed: fn(u8) -> bool) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(allowed)
+}
+
+/// Checks a configuration and packs its strings with the binding's Call-ID and tag.
+pub(crate) fn pack(
+    cfg: &BindingConfig,
+    reg: &RegConfig,
+    call_id: &str,
+    tag: &str,
+) -> Result<Packed<8>, BindingError> {
+    use BindingField::*;
+    check(charset(&cfg.user, 128, is_user_char), User)?;
+    check(charset(&cfg.domain, 260, is_host_char), Domain)?;
+    let auth_user = cfg.auth_user.as_deref().unwrap_or(&cfg.user);
+    let printable = |s: &str| s.bytes().all(|b| b >= 0x20 && b != 0x7f);
+    check(
+        !auth_user.is_empty() && auth_user.len() <= 128 && printable(auth_user),
+        AuthUser,
+    )?;
+    let pw = cfg.password.expose();
+    check(
+        pw.len() <= 256 && !pw.contains(['\r', '\n', '\0']),
+        Password,
+    )?;
+    let proxy = cfg.outbound_proxy.as_deref().unwrap_or("");
+    check(
+        proxy.is_empty() || charset(proxy, 260, is_host_char),
+        OutboundProxy,
+    )?;
+    check(cfg.expires > 0 && cfg.expires <= reg.max_expires, Expires)?;
+    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"-_.!~*'".contains(&b);
+    check(charset(&cfg.contact_token, 64, token_char), ContactToken)?;
+    Packed::new([
+        &cfg.user,
+        &cfg.domain,
+        auth_user,
+        pw,
+        proxy,
+        &cfg.contact_token,
+        call_id,
+        tag,
+    ])
+    .map_err(|_| BindingError::InvalidField(User))
+}
+
+impl Binding {
+    pub(crate) fn new(strings: Packed<8>, upstream: PeerIdx, expires: u32) -> Self {
+        Self {
+            strings,
+            auth: None,
+            upstream,
+            timer: None,
+            cseq: 0,
+            expires,
+            granted: 0,
+            last_status: 0,
+            attempt: 0,
+            phase: BindingPhase::Registering,
+            flags: 0,
+        }
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        self.strings.get(TOKEN)
+    }
+
+    /// The next REGISTER (Expires: 0 when `unregister`): next CSeq, fresh branch, digest
+    /// credentials for every known protection space.
+    pub(crate) fn register_request(
+        &mut self,
+        upstream: Peer,
+        reg: &RegConfig,
+        rng: &mut CoreRng,
+        unregister: bool,
+    ) -> Message {
+        // RFC 3261 §8.1.1.5: CSeq stays below 2^31.
+        self.cseq = if self.cseq >= (1 << 31) - 1 {
+            1
+        } else {
+            self.cseq + 1
+        };
+        let expires = if unregister { 0 } else { self.expires };
+        let s = &self.strings;
+        let (user, domain) = (s.get(USER), s.get(DOMAIN));
+        let uri = format!("sip:{domain}");
+        let aor = format!("<sip:{user}@{domain}>");
+        let transport = match upstream.transport {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            _ => "udp",
+        };
+        let contact = format!(
+            "<sip:{}@{};transport={transport}>;expires={expires}",
+            s.get(TOKEN),
+            reg.local_addr
+        );
+        let credentials = digest::authorize(
+            &mut self.auth,
+            rng,
+            self.strings.get(AUTH_USER),
+            self.strings.get(PASSWORD),
+            "REGISTER",
+            &uri,
+        );
+        let s = &self.strings;
+        let mut rb = RequestBuilder::new(Method::Register, &uri)
+            .via_with_params(
+                upstream.transport.via_token(),
+                &reg.local_addr,
+                &rng.branch(),
+                ";rport",
+            )
+            .from(&aor, s.get(TAG))
+            .to(&aor, None)
+            .call_id(s.get(CALL_ID))
+            .cseq(self.cseq);
+        let proxy = s.get(PROXY);
+        if !proxy.is_empty() {
+            rb = rb.header(HeaderName::Route, &format!("<sip:{proxy};lr>"));
+        }
+        rb = rb
+            .header(HeaderName::Contact, &contact)
+            .header(HeaderName::Expires, &expires.to_string());
+        for (kind, value) in credentials {
+            let name = match kind {
+                crate::auth::ChallengeKind::Www => HeaderName::Authorization,
+                crate::auth::ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
+            };
+            rb = rb.header(name, &value);
+        }
+        if let Some(ua) = &reg.user_agent {
+            rb = rb.header(HeaderName::UserAgent, ua);
+        }
+        rb.build()
+    }
+}
+
+/// The expiry a 2xx grants our Contact: its `expires` parameter, else the Expires header,
+/// else what we asked for. `0` when the 2xx lists contacts but not ours (or with expiry 0).
+pub(crate) fn granted_expiry(response: &Message, token: &str, asked: u32) -> u32 {
+    let header = response.expires().ok().flatten();
+    let Ok(contacts) = response.contacts() else {
+        return header.unwrap_or(asked);
+    };
+    let list = contacts.as_slice();
+    if list.is_empty() {
+        return header.unwrap_or(asked);
+    }
+    list.iter()
+        .find(|c| c.uri().user_raw() == Some(token))
+        .map_or(0, |c| {
+            c.expires().ok().flatten().or(header).unwrap_or(asked)
+        })
+}
+
+/// The seconds of a Retry-After header (`120`, `120 (comment);duration=60`).
+pub(crate) fn retry_after(response: &Message) -> Option<u32> {
+    let v = response.header(HeaderName::RetryAfter)?;
+    let digits = v.trim_start().split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn resp(headers: &str) -> Message {
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@d>;tag=1\r\n\
+             To: <sip:a@d>;tag=2\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n{headers}Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(text)).unwrap()
+    }
+
+    #[test]
+    fn granted_expiry_prefers_our_contact() {
+        let ours =
+            "Contact: <sip:other@gw>;expires=100, <sip:tok@gw;transport=udp>;expires=600\r\n";
+        assert_eq!(
+            granted_expiry(&resp(&format!("{ours}Expires: 900\r\n")), "tok", 3600),
+            600
+        );
+        assert_eq!(
+            granted_expiry(
+                &resp("Contact: <sip:tok@gw>\r\nExpires: 900\r\n"),
+                "tok",
+                3600
+            ),
+            900
+        );
+        assert_eq!(granted_expiry(&resp("Expires: 120\r\n"), "tok", 3600), 120);
+        assert_eq!(granted_expiry(&resp(""), "tok", 3600), 3600);
+        assert_eq!(
+            granted_expiry(&resp("Contact: <sip:x@gw>;expires=5\r\n"), "tok", 3600),
+            0
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(retry_after(&resp("Retry-After: 120\r\n")), Some(120));
+        assert_eq!(
+            retry_after(&resp("Retry-After: 30 (busy);duration=5\r\n")),
+            Some(30)
+        );
+        assert_eq!(retry_after(&resp("Retry-After: soon\r\n")), None);
+        assert_eq!(retry_after(&resp("")), None);
+    }
+}
