@@ -14,6 +14,7 @@ both_backends!(
     recordings_upload_and_download,
     route_lookup_reports_rules,
     kamailio_subscriber_view,
+    internal_api_on_its_own_listener,
 );
 
 async fn product(
@@ -408,5 +409,32 @@ async fn kamailio_subscriber_view(b: Backend) {
                 .unwrap();
         assert_eq!(n, 1);
     }
+    h.finish().await;
+}
+
+async fn internal_api_on_its_own_listener(b: Backend) {
+    let h = Harness::start_with(b, |c| {
+        c.internal_listen = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await;
+    let internal = h.internal_addr.expect("a second listener");
+    let tok = format!("Bearer {INTERNAL}");
+    // Not on the public listener...
+    h.get("/internal/v1/route/12065559876", Some(&tok))
+        .await
+        .expect_error(404, "not_found");
+    // ...but on the internal one, which serves nothing else.
+    let req = |path: &str| {
+        http::Request::get(format!("http://{internal}{path}"))
+            .header("authorization", tok.as_str())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let r = h.send(req("/internal/v1/route/12065559876")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({ "app_user": false }));
+    h.send(req("/v1/balance"))
+        .await
+        .expect_error(404, "not_found");
     h.finish().await;
 }

@@ -22,7 +22,10 @@ struct Kamailio(Child);
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -64,7 +67,10 @@ impl Reg<'_> {
         msg.push_str("Content-Length: 0\r\n\r\n");
         self.sock.send(msg.as_bytes()).await.unwrap();
         let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_millis(500), self.sock.recv(&mut buf)).await.ok()?.ok()?;
+        let n = tokio::time::timeout(Duration::from_millis(500), self.sock.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
@@ -97,7 +103,10 @@ impl Reg<'_> {
 }
 
 fn status(resp: &str) -> u16 {
-    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +115,10 @@ async fn stock_kamailio_authenticates_provisioned_user() {
         eprintln!("VIGIL_SKIP_KAMAILIO=1: skipping the Kamailio interop test");
         return;
     }
-    assert!(std::path::Path::new(KAMAILIO).exists(), "{KAMAILIO} missing (or set VIGIL_SKIP_KAMAILIO=1)");
+    assert!(
+        std::path::Path::new(KAMAILIO).exists(),
+        "{KAMAILIO} missing (or set VIGIL_SKIP_KAMAILIO=1)"
+    );
     let h = Harness::start(Backend::Postgres).await;
     h.import_dids(100, 1).await;
     let me = h.signup("+12065551300").await;
@@ -115,10 +127,17 @@ async fn stock_kamailio_authenticates_provisioned_user() {
     let domain = me["domain"].as_str().unwrap().to_owned();
     let schema = h.state.cfg.pg_schema.clone().unwrap();
 
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let run = tempfile::tempdir().unwrap();
     let pg = url_for_kamailio(&common::pg_url());
-    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kamailio/kamailio.cfg");
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/kamailio/kamailio.cfg"
+    );
     let child = Command::new(KAMAILIO)
         .args(["-DD", "-E", "-f", cfg, "-Y"])
         .arg(run.path())
@@ -130,14 +149,20 @@ async fn stock_kamailio_authenticates_provisioned_user() {
         .arg(format!("LISTEN=udp:127.0.0.1:{port}"))
         .env("PGOPTIONS", format!("-c search_path={schema}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(run.path().join("kamailio.log")).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(run.path().join("kamailio.log")).unwrap(),
+        ))
         .spawn()
         .expect("start kamailio");
     let _guard = Kamailio(child);
 
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.connect(("127.0.0.1", port)).await.unwrap();
-    let reg = Reg { sock: &sock, user: &user, domain: &domain };
+    let reg = Reg {
+        sock: &sock,
+        user: &user,
+        domain: &domain,
+    };
     // Kamailio takes a moment to start; retry the first REGISTER.
     let mut challenge = None;
     for i in 0..40 {
@@ -153,10 +178,16 @@ async fn stock_kamailio_authenticates_provisioned_user() {
     assert_eq!(status(&challenge), 401, "{challenge}\nlog:\n{}", log());
 
     // Wrong password: challenged again (or refused), never 200.
-    let bad = reg.send(100, Some(reg.authorization(&challenge, "wrong-password"))).await.unwrap();
+    let bad = reg
+        .send(100, Some(reg.authorization(&challenge, "wrong-password")))
+        .await
+        .unwrap();
     assert_ne!(status(&bad), 200, "{bad}");
     let fresh = reg.send(101, None).await.unwrap();
-    let ok = reg.send(102, Some(reg.authorization(&fresh, &password))).await.unwrap();
+    let ok = reg
+        .send(102, Some(reg.authorization(&fresh, &password)))
+        .await
+        .unwrap();
     assert_eq!(status(&ok), 200, "{ok}\nlog:\n{}", log());
     drop(_guard);
     h.finish().await;
@@ -164,7 +195,10 @@ async fn stock_kamailio_authenticates_provisioned_user() {
 
 /// db_postgres wants `postgres://user:password@host:port/db`; trust auth ignores the password.
 fn url_for_kamailio(url: &str) -> String {
-    let rest = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")).unwrap_or(url);
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .unwrap_or(url);
     match rest.split_once('@') {
         Some((user, host)) if !user.contains(':') => format!("postgres://{user}:unused@{host}"),
         Some(_) => format!("postgres://{rest}"),

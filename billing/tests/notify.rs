@@ -50,10 +50,26 @@ async fn sms_webhook_json_and_form_templates() {
     let (url, seen) = fake_sms_gateway(StatusCode::OK).await;
     let to = E164::parse("+12065550100").unwrap();
 
-    let sms = Sms::from_config(&sms_cfg(&url, r#"{"dest":"{to}","body":"{text}"}"#, "application/json"), dir.path()).unwrap();
+    let sms = Sms::from_config(
+        &sms_cfg(
+            &url,
+            r#"{"dest":"{to}","body":"{text}"}"#,
+            "application/json",
+        ),
+        dir.path(),
+    )
+    .unwrap();
     sms.send(&to, "code \"123456\" & more").await.unwrap();
-    let form = sms_cfg(&url, "To={to_digits}&Body={text}", "application/x-www-form-urlencoded");
-    Sms::from_config(&form, dir.path()).unwrap().send(&to, "code 1+1").await.unwrap();
+    let form = sms_cfg(
+        &url,
+        "To={to_digits}&Body={text}",
+        "application/x-www-form-urlencoded",
+    );
+    Sms::from_config(&form, dir.path())
+        .unwrap()
+        .send(&to, "code 1+1")
+        .await
+        .unwrap();
 
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
@@ -71,10 +87,16 @@ async fn sms_webhook_error_status_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _) = fake_sms_gateway(StatusCode::BAD_GATEWAY).await;
     let sms = Sms::from_config(&sms_cfg(&url, "{text}", "text/plain"), dir.path()).unwrap();
-    let err = sms.send(&E164::parse("+12065550100").unwrap(), "x").await.unwrap_err();
+    let err = sms
+        .send(&E164::parse("+12065550100").unwrap(), "x")
+        .await
+        .unwrap_err();
     assert!(matches!(err, DeliveryError::Status(502)), "{err:?}");
     let none = Sms::from_config(&SmsConfig::default(), dir.path()).unwrap();
-    assert!(matches!(none.send(&E164::parse("+12065550100").unwrap(), "x").await, Err(DeliveryError::NotConfigured)));
+    assert!(matches!(
+        none.send(&E164::parse("+12065550100").unwrap(), "x").await,
+        Err(DeliveryError::NotConfigured)
+    ));
 }
 
 /// Accepts one message and returns the DATA section.
@@ -99,7 +121,11 @@ async fn fake_smtp() -> (u16, tokio::task::JoinHandle<String>) {
                 }
                 continue;
             }
-            let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+            let verb = line
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
             match verb.as_str() {
                 "EHLO" | "HELO" => w.write_all(b"250 fake\r\n").await.unwrap(),
                 "DATA" => {
@@ -132,9 +158,15 @@ async fn smtp_delivers_the_code() {
         ..EmailConfig::default()
     };
     let email = Email::from_config(&cfg, dir.path()).unwrap();
-    email.send("john@abc.example", "Your verification code is 654321").await.unwrap();
+    email
+        .send("john@abc.example", "Your verification code is 654321")
+        .await
+        .unwrap();
     drop(email); // closes the pooled connection, so the fake server sees QUIT
-    let data = tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap();
+    let data = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(data.contains("To: john@abc.example"), "{data}");
     assert!(data.contains("Subject: Your sign-in code"), "{data}");
     assert!(data.contains("654321"), "{data}");

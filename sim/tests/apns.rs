@@ -270,6 +270,20 @@ async fn every_rejection_has_apples_status_and_reason() {
             "BadDeviceToken",
         ),
         (
+            "no device token",
+            voip("", &jwt),
+            BODY.to_vec(),
+            400,
+            "MissingDeviceToken",
+        ),
+        (
+            "repeated header",
+            voip(&dev, &jwt).header("apns-priority", "5"),
+            BODY.to_vec(),
+            400,
+            "DuplicateHeaders",
+        ),
+        (
             "token too short",
             voip("abcd", &jwt),
             BODY.to_vec(),

@@ -1,5 +1,8 @@
 //! End to end: Vigil's FCM HTTP v1 client against the mock FCM over TLS, every answer class.
 
+// Helpers outside #[test] fns: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! GOAWAYs and connection resets. Every push must be delivered exactly once (by `apns-id` for
 //! APNs, by call reference for FCM) within its deadline, and every dead token reported.
 
+// Helpers outside #[test] fns: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! End to end: the QUIC wake channel: authentication and acknowledged delivery through the
 //! dispatch pipeline. (Memory per idle connection: `push_wake_memory.rs`.)
 
+// Helpers outside #[test] fns: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

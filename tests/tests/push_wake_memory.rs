@@ -4,6 +4,9 @@
 //! the RSS numbers. The devices live in a child process (`wake_load`), so only the server's
 //! memory is counted here; the child reports its own.
 
+// Helpers outside #[test] fns: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;

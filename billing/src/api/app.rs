@@ -13,6 +13,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use super::{ApiJson, ApiQuery, AppState, CachedContacts};
 use crate::accounts::AuthAccount;
 use crate::error::{ApiError, ApiResult};
@@ -136,88 +138,146 @@ pub async fn contacts(
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let cacheable = search.is_none() && q.since.is_none();
-    if cacheable {
+    let Some(since) = q.since else {
+        let snap = snapshot(&st, customer, version).await?;
+        let body = match &search {
+            None => snap.body.clone(),
+            Some(s) => {
+                let number_query = s
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "+-() .".contains(c));
+                let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+                let hits: Vec<&Contact> = snap
+                    .contacts
+                    .iter()
+                    .zip(&snap.haystacks)
+                    .filter(|(c, hay)| {
+                        if number_query {
+                            !digits.is_empty()
+                                && (c.extension.contains(&digits)
+                                    || c.number.contains(&digits)
+                                    || c.mobile.contains(&digits))
+                        } else {
+                            hay.contains(s.as_str())
+                        }
+                    })
+                    .map(|(c, _)| c)
+                    .collect();
+                let v = json!({ "version": version, "contacts": hits });
+                Bytes::from(
+                    serde_json::to_vec(&v).map_err(|_| ApiError::Internal("serialise contacts"))?,
+                )
+            }
+        };
+        return Ok(json_response(body, etag_value));
+    };
+    let rows: Vec<ContactRow> = sqlx::query_as(
+        "SELECT id, first_name, last_name, extension, extension_name, mobile, contact_seq, removed \
+         FROM accounts WHERE customer_id = $1 AND contact_seq > $2 ORDER BY extension, id",
+    )
+    .bind(customer)
+    .bind(since)
+    .fetch_all(&st.db.pool)
+    .await?;
+    let mut list = Vec::with_capacity(rows.len());
+    let mut removed = Vec::new();
+    for row in rows {
+        match contact_from_row(row) {
+            Ok(c) => list.push(c),
+            Err(id) => removed.push(id),
+        }
+    }
+    let body = json!({ "version": version, "contacts": list, "removed": removed });
+    let body = Bytes::from(
+        serde_json::to_vec(&body).map_err(|_| ApiError::Internal("serialise contacts"))?,
+    );
+    Ok(json_response(body, etag_value))
+}
+
+/// A row as a contact, or `Err(id)` when it is removed or has no extension (a tombstone).
+fn contact_from_row(row: ContactRow) -> Result<Contact, String> {
+    let (id, first, last, ext, ext_name, mobile, _seq, gone) = row;
+    let Some(extension) = ext.filter(|_| gone == 0) else {
+        return Err(id);
+    };
+    let number = format!("+{id}");
+    Ok(Contact {
+        display_name: display_name(
+            first.as_deref(),
+            last.as_deref(),
+            ext_name.as_deref(),
+            &number,
+        ),
+        id,
+        extension,
+        number,
+        mobile: format!("+{mobile}"),
+        first_name: first,
+        last_name: last,
+        extension_name: ext_name,
+    })
+}
+
+/// The customer's full list at `version`, from the cache or built and cached. Searches filter
+/// this snapshot in memory, so neither the list nor a search touches the accounts table while
+/// nothing has changed.
+async fn snapshot(st: &AppState, customer: i64, version: i64) -> ApiResult<Arc<CachedContacts>> {
+    {
         let cache = st
             .contacts_cache
             .lock()
             .map_err(|_| ApiError::Internal("contacts cache poisoned"))?;
         if let Some(c) = cache.get(&customer).filter(|c| c.version == version) {
-            return Ok(json_response(c.body.clone(), etag_value));
+            return Ok(c.clone());
         }
     }
-    let rows: Vec<ContactRow> = match q.since {
-        None => sqlx::query_as(
-            "SELECT id, first_name, last_name, extension, extension_name, mobile, contact_seq, removed \
-             FROM accounts WHERE customer_id = $1 AND removed = 0 AND extension IS NOT NULL ORDER BY extension, id",
-        )
-        .bind(customer)
-        .fetch_all(&st.db.pool)
-        .await?,
-        Some(since) => sqlx::query_as(
-            "SELECT id, first_name, last_name, extension, extension_name, mobile, contact_seq, removed \
-             FROM accounts WHERE customer_id = $1 AND contact_seq > $2 ORDER BY extension, id",
-        )
-        .bind(customer)
-        .bind(since)
-        .fetch_all(&st.db.pool)
-        .await?,
-    };
-    let mut list = Vec::with_capacity(rows.len());
-    let mut removed = Vec::new();
-    for (id, first, last, ext, ext_name, mobile, _seq, gone) in rows {
-        let Some(extension) = ext.filter(|_| gone == 0) else {
-            removed.push(id);
-            continue;
-        };
-        let number = format!("+{id}");
-        let c = Contact {
-            display_name: display_name(
-                first.as_deref(),
-                last.as_deref(),
-                ext_name.as_deref(),
-                &number,
-            ),
-            id,
-            extension,
-            number,
-            mobile: format!("+{mobile}"),
-            first_name: first,
-            last_name: last,
-            extension_name: ext_name,
-        };
-        if let Some(s) = &search {
-            if !matches_search(&c, s) {
-                continue;
-            }
-        }
-        list.push(c);
-    }
-    let body = if q.since.is_some() {
-        json!({ "version": version, "contacts": list, "removed": removed })
-    } else {
-        json!({ "version": version, "contacts": list })
-    };
+    let rows: Vec<ContactRow> = sqlx::query_as(
+        "SELECT id, first_name, last_name, extension, extension_name, mobile, contact_seq, removed \
+         FROM accounts WHERE customer_id = $1 AND removed = 0 AND extension IS NOT NULL ORDER BY extension, id",
+    )
+    .bind(customer)
+    .fetch_all(&st.db.pool)
+    .await?;
+    let contacts: Vec<Contact> = rows
+        .into_iter()
+        .filter_map(|r| contact_from_row(r).ok())
+        .collect();
+    let haystacks = contacts
+        .iter()
+        .map(|c| {
+            [
+                Some(c.display_name.as_str()),
+                c.first_name.as_deref(),
+                c.last_name.as_deref(),
+                c.extension_name.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n")
+            .to_lowercase()
+        })
+        .collect();
+    let body = json!({ "version": version, "contacts": contacts });
     let body = Bytes::from(
         serde_json::to_vec(&body).map_err(|_| ApiError::Internal("serialise contacts"))?,
     );
-    if cacheable {
-        let mut cache = st
-            .contacts_cache
-            .lock()
-            .map_err(|_| ApiError::Internal("contacts cache poisoned"))?;
-        if cache.len() >= 10_000 {
-            cache.clear();
-        }
-        cache.insert(
-            customer,
-            CachedContacts {
-                version,
-                body: body.clone(),
-            },
-        );
+    let snap = Arc::new(CachedContacts {
+        version,
+        body,
+        contacts,
+        haystacks,
+    });
+    let mut cache = st
+        .contacts_cache
+        .lock()
+        .map_err(|_| ApiError::Internal("contacts cache poisoned"))?;
+    if cache.len() >= 1_000 {
+        // Bounded memory: a crude reset is enough, rebuilding one list is cheap.
+        cache.clear();
     }
-    Ok(json_response(body, etag_value))
+    cache.insert(customer, snap.clone());
+    Ok(snap)
 }
 
 fn json_response(body: Bytes, etag: HeaderValue) -> Response {
@@ -232,22 +292,6 @@ fn json_response(body: Bytes, etag: HeaderValue) -> Response {
         body,
     )
         .into_response()
-}
-
-fn matches_search(c: &Contact, s: &str) -> bool {
-    let text = |v: &str| v.to_lowercase().contains(s);
-    if text(&c.display_name)
-        || c.first_name.as_deref().is_some_and(text)
-        || c.last_name.as_deref().is_some_and(text)
-        || c.extension_name.as_deref().is_some_and(text)
-    {
-        return true;
-    }
-    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
-    !digits.is_empty()
-        && (c.extension.contains(&digits)
-            || c.number.contains(&digits)
-            || c.mobile.contains(&digits))
 }
 
 /// Body of `POST /v1/smart-contacts`.

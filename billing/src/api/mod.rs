@@ -47,16 +47,21 @@ pub struct Inner {
     /// Clock (adjustable in tests).
     pub clock: Clock,
     /// Serialised full contact lists per PBX customer, keyed by contact-list version.
-    pub contacts_cache: Mutex<HashMap<i64, CachedContacts>>,
+    pub contacts_cache: Mutex<HashMap<i64, Arc<CachedContacts>>>,
 }
 
-/// A cached unfiltered contact list.
-#[derive(Debug, Clone)]
+/// A PBX customer's contact list at one version: the serialised full list, and the entries
+/// with their lower-cased searchable text for in-memory search.
+#[derive(Debug)]
 pub struct CachedContacts {
     /// Version it was built at.
     pub version: i64,
-    /// JSON body.
+    /// JSON body of the full list.
     pub body: Bytes,
+    /// The entries, in list order.
+    pub contacts: Vec<app::Contact>,
+    /// Per entry: names joined and lower-cased.
+    pub haystacks: Vec<String>,
 }
 
 impl std::ops::Deref for AppState {

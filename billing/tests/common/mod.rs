@@ -53,6 +53,7 @@ macro_rules! both_backends {
 
 pub struct Harness {
     pub addr: SocketAddr,
+    pub internal_addr: Option<SocketAddr>,
     pub state: AppState,
     pub backend: Backend,
     schema: Option<String>,
@@ -125,6 +126,7 @@ impl Harness {
         let client = Client::builder(TokioExecutor::new()).build_http();
         Harness {
             addr: running.addr,
+            internal_addr: running.internal_addr,
             state: running.state,
             backend,
             schema,

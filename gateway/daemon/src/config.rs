@@ -87,6 +87,81 @@ pub struct Config {
     pub log: String,
     /// SIP transports.
     pub sip: SipConfig,
+    /// The HTTPS credential intake API.
+    pub api: ApiConfig,
+    /// Where devices are persisted.
+    pub store: StoreConfig,
+    /// The key that seals passwords and push tokens at rest.
+    pub crypto: CryptoConfig,
+}
+
+/// The `[api]` table: the HTTPS intake API (it uses the `[sip.tls]` certificate).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Whether the API listener runs.
+    pub enabled: bool,
+    /// Address of the HTTPS listener.
+    pub listen: SocketAddr,
+    /// Sustained requests per second per client IP address (0: unlimited).
+    pub rate_per_sec: f64,
+    /// Requests a client may make at once before the sustained rate applies.
+    pub rate_burst: u32,
+    /// Largest request body accepted (bytes).
+    pub max_body_bytes: usize,
+    /// A device without a PUT for this long is unregistered and forgotten (seconds).
+    pub idle_expiry_secs: u64,
+    /// How often the idle sweep runs (seconds).
+    pub sweep_interval_secs: u64,
+    /// Time allowed for a TLS handshake (seconds).
+    pub tls_handshake_timeout_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            rate_per_sec: 20.0,
+            rate_burst: 40,
+            max_body_bytes: 16 * 1024,
+            idle_expiry_secs: 7 * 24 * 3600,
+            sweep_interval_secs: 300,
+            tls_handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// The `[store]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://...` for PostgreSQL, a file path for SQLite; default `DATA_DIR/vigil.db`.
+    pub url: Option<String>,
+    /// How long the writer collects writes into one transaction (milliseconds).
+    pub batch_window_ms: u64,
+    /// Most writes per transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            batch_window_ms: 3,
+            max_batch: 2000,
+        }
+    }
+}
+
+/// The `[crypto]` table. The key itself comes from `VIGIL_SECRET_KEY` or `key_file`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CryptoConfig {
+    /// Production mode: a missing key is a start-up error instead of a generated dev key.
+    pub production: bool,
+    /// File holding the key (32 bytes as base64 or hex).
+    pub key_file: Option<PathBuf>,
 }
 
 /// The `[sip]` table: listeners and the limits that bound what peers can make us hold.
@@ -132,6 +207,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./vigil-data"),
             log: "info".to_owned(),
             sip: SipConfig::default(),
+            api: ApiConfig::default(),
+            store: StoreConfig::default(),
+            crypto: CryptoConfig::default(),
         }
     }
 }
@@ -244,6 +322,18 @@ impl Config {
         }
         if self.sip.tls_handshake_timeout_secs == 0 || self.sip.write_timeout_secs == 0 {
             return invalid("sip.*_timeout_secs", "timeouts must be positive");
+        }
+        if self.api.max_body_bytes < 1024 {
+            return invalid("api.max_body_bytes", "must be at least 1024 bytes");
+        }
+        if self.api.idle_expiry_secs == 0 || self.api.sweep_interval_secs == 0 {
+            return invalid("api.idle_expiry_secs", "idle expiry and sweep interval must be positive");
+        }
+        if self.api.rate_per_sec < 0.0 || !self.api.rate_per_sec.is_finite() {
+            return invalid("api.rate_per_sec", "must be a finite non-negative number");
+        }
+        if self.store.max_batch == 0 {
+            return invalid("store.max_batch", "must be positive");
         }
         if self.sip.tls.cert_file.is_some() != self.sip.tls.key_file.is_some() {
             return invalid("sip.tls", "cert_file and key_file go together");

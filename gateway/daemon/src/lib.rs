@@ -10,14 +10,22 @@
 //! - [`received`]: the `received`/`rport` stamp on the top Via of each request.
 //! - [`salvage`]: enough of an unframable UDP request to answer it with 400.
 //! - [`uas`]: the minimal user agent server answering requests until the relay exists.
+//! - [`api`]: the HTTPS credential intake API (axum), rate limits, OpenAPI, metrics.
+//! - [`bindings`]: the in-memory binding table (papaya), by device id and Contact token.
+//! - [`store`]: devices persisted in SQLite or PostgreSQL, behind a group-commit writer.
+//! - [`crypto`]: AES-256-GCM sealing of passwords and push tokens at rest.
 //! - [`gateway`]: start-up and graceful shutdown of the whole.
 
+pub mod api;
+pub mod bindings;
 pub mod config;
+pub mod crypto;
 pub mod driver;
 pub mod gateway;
 pub mod push;
 pub mod received;
 pub mod salvage;
+pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod uas;

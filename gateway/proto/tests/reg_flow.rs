@@ -155,6 +155,31 @@ fn stale_nonce_on_refresh_costs_one_retry() {
 }
 
 #[test]
+fn expired_nonce_rechallenged_without_stale_still_gets_one_retry() {
+    // Registrars that do not set stale=true just challenge again with a fresh nonce; after
+    // an accepted request that is not a rejection of the password.
+    let mut h = Harness::new(config(), |e| {
+        let mut r = Registrar::new(e, 24);
+        let mut cfg = vigil_proto::auth::ServerConfig::new("example.org");
+        cfg.nonce_lifetime = secs(60);
+        let key = vigil_proto::auth::ServerSecret::random(&mut r.rng);
+        r.auth = Some(vigil_proto::auth::DigestServer::new(cfg, key).unwrap());
+        r.stale_flag = false;
+        r.grant = Some(600);
+        r
+    });
+    h.add(1, binding(1, 600));
+    h.run_until_event(secs(5), is_registered);
+    h.run_until_event(secs(600), is_registered);
+    h.run_until_event(secs(600), is_registered);
+    assert_eq!(h.registers().len(), 6, "each refresh: 401 (no stale), 200");
+    assert!(!h
+        .events
+        .iter()
+        .any(|e| matches!(e.1, RegEvent::Failed { .. })));
+}
+
+#[test]
 fn wrong_password_fails_after_one_retry_and_never_loops() {
     let mut h = Harness::new(config(), |e| {
         Registrar::new(e, 5).with_auth(&[Algorithm::Md5])
@@ -582,10 +607,8 @@ fn update_reregisters_only_on_change() {
 #[test]
 fn invalid_fields_are_typed_errors() {
     let mut h = Harness::new(config(), |e| Registrar::new(e, 20));
-    let cases: Vec<(
-        Box<dyn Fn(&mut vigil_proto::reg::BindingConfig)>,
-        BindingField,
-    )> = vec![
+    type Edit = Box<dyn Fn(&mut vigil_proto::reg::BindingConfig)>;
+    let cases: Vec<(Edit, BindingField)> = vec![
         (
             Box::new(|c| c.user = "a\r\nVia: x".into()),
             BindingField::User,
@@ -649,4 +672,97 @@ fn options_from_the_upstream_are_answered_200() {
     assert_eq!(resp.call_id().unwrap(), "ping-1");
     assert_eq!(resp.cseq().unwrap().seq, 7);
     assert!(resp.to_hdr().unwrap().tag().is_some());
+}
+
+#[test]
+fn inconsistent_or_excessive_min_expires_never_loops() {
+    // 423 asking for what we already asked: backoff, not an immediate retry.
+    let mut h = Harness::new(config(), |e| Registrar::new(e, 22));
+    h.registrar
+        .script
+        .push_back(Scripted::status(423).with(HeaderName::MinExpires, "3600"));
+    h.add(1, binding(1, 3600));
+    let (_, ev) = h.run_until_event(secs(5), |e| !matches!(e, RegEvent::Registered { .. }));
+    assert!(
+        matches!(
+            ev,
+            RegEvent::Retrying {
+                cause: RetryCause::Status { status: 423, .. },
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    h.run_until_event(secs(10), is_registered);
+    // Min-Expires beyond what we may hold: permanent.
+    let mut h = Harness::new(config(), |e| Registrar::new(e, 23));
+    h.registrar
+        .script
+        .push_back(Scripted::status(423).with(HeaderName::MinExpires, "100000"));
+    h.add(1, binding(1, 3600));
+    let (_, ev) = h.run_until_event(secs(5), |_| true);
+    assert_eq!(
+        ev,
+        RegEvent::Failed {
+            id: B,
+            status: 423,
+            reason: FailReason::Rejected
+        }
+    );
+}
+
+#[test]
+fn unsafe_engine_configuration_is_refused() {
+    use vigil_proto::reg::{RegConfig, RegConfigError, Registrations};
+    use vigil_proto::rng::CoreRng;
+    let rng = || CoreRng::from_seed(1);
+    let bad = RegConfig::new("gw\r\nX-Injected: 1");
+    assert_eq!(
+        Registrations::new(bad, rng()).err(),
+        Some(RegConfigError::LocalAddr)
+    );
+    let mut bad = RegConfig::new("gw:5060");
+    bad.user_agent = Some("Vigil\r\n".into());
+    assert_eq!(
+        Registrations::new(bad, rng()).err(),
+        Some(RegConfigError::UserAgent)
+    );
+    let mut bad = RegConfig::new("gw:5060");
+    bad.refresh_window = (0.9, 0.5);
+    assert_eq!(
+        Registrations::new(bad, rng()).err(),
+        Some(RegConfigError::RefreshWindow)
+    );
+    assert!(Registrations::new(RegConfig::new("[2001:db8::1]:5060"), rng()).is_ok());
+}
+
+#[test]
+fn a_changed_contact_token_removes_the_old_contact_upstream() {
+    let mut h = Harness::new(config(), |e| {
+        Registrar::new(e, 25).with_auth(&[Algorithm::Md5])
+    });
+    h.add(1, binding(1, 3600));
+    h.run_until_event(secs(5), is_registered);
+    let mut cfg = binding(1, 3600);
+    cfg.contact_token = "t9".into();
+    assert_eq!(h.engine.update_binding(h.now, B, cfg), Ok(true));
+    h.drain();
+    h.run_until_event(secs(5), is_registered);
+    let regs = h.registers();
+    let contacts: Vec<&str> = regs[2].1.header_lines(HeaderName::Contact).collect();
+    assert_eq!(
+        contacts,
+        [
+            format!("<sip:t9@{GATEWAY};transport=udp>;expires=3600"),
+            format!("<sip:t1@{GATEWAY};transport=udp>;expires=0"),
+        ]
+    );
+    assert!(h.registrar.bound.contains_key("t9") && !h.registrar.bound.contains_key("t1"));
+    // Once accepted, the old token is not sent again.
+    h.engine.remove_binding(h.now, B).unwrap();
+    h.drain();
+    h.run_until_event(secs(5), |e| matches!(e, RegEvent::Unregistered { .. }));
+    let last = h.registers().pop().unwrap().1;
+    assert_eq!(last.header_lines(HeaderName::Contact).count(), 1);
+    assert!(h.registrar.bound.is_empty());
 }

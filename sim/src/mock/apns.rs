@@ -1,12 +1,14 @@
 //! Mock APNs: Apple's provider API (`POST /3/device/<token>` over HTTP/2) with token
-//! (JWT ES256) authentication.
+//! (JWT ES256) or client-certificate authentication.
 //!
 //! Checks run in this order, each answering like Apple with `{"reason": "..."}` and an
-//! `apns-id` header: path (404 `BadPath`), method (405 `MethodNotAllowed`), provider token
+//! `apns-id` header: `apns-id` itself (400 `BadMessageId`, first because every answer
+//! echoes it), path (404 `BadPath`), method (405 `MethodNotAllowed`), repeated headers
+//! (400 `DuplicateHeaders`), client certificate (403 `BadCertificate`) or provider token
 //! (403 `MissingProviderToken` / `InvalidProviderToken` / `ExpiredProviderToken`, 429
 //! `TooManyProviderTokenUpdates`), headers (400 `MissingTopic`, `BadTopic`,
 //! `TopicDisallowed`, `DeviceTokenNotForTopic`, `InvalidPushType`, `BadPriority`,
-//! `BadExpirationDate`, `BadCollapseId`, `BadMessageId`), device token (400
+//! `BadExpirationDate`, `BadCollapseId`), device token (400 `MissingDeviceToken` /
 //! `BadDeviceToken`), payload (400 `PayloadEmpty` / `BadPayload`, 413 `PayloadTooLarge`),
 //! dead token (410 `Unregistered` with `timestamp`). Only then are injected faults drawn.
 //!
@@ -250,6 +252,17 @@ const PUSH_TYPES: &[(&str, &str)] = &[
     ("pushtotalk", ".voip-ptt"),
 ];
 
+/// Headers that must appear at most once (else 400 `DuplicateHeaders`).
+const DUPLICATE_CHECKED: &[&str] = &[
+    "authorization",
+    "apns-id",
+    "apns-topic",
+    "apns-push-type",
+    "apns-priority",
+    "apns-expiration",
+    "apns-collapse-id",
+];
+
 /// An APNs error: status and reason.
 struct Reject(StatusCode, &'static str);
 
@@ -349,6 +362,12 @@ impl Apns {
         if req.method != Method::POST {
             return Err(Reject(S::METHOD_NOT_ALLOWED, "MethodNotAllowed"));
         }
+        let repeated = DUPLICATE_CHECKED
+            .iter()
+            .any(|name| req.headers.get_all(*name).iter().count() > 1);
+        if repeated {
+            return Err(bad("DuplicateHeaders"));
+        }
         // A connection with a client certificate is authenticated by it (any provider
         // token is then ignored); one issued by the CA but not configured is refused.
         let cert_topics = match &conn.client_cert {
@@ -423,6 +442,9 @@ impl Apns {
             Some(Ok(v)) if v.len() <= 64 => Some(v.to_owned()),
             Some(_) => return Err(bad("BadCollapseId")),
         };
+        if device_token.is_empty() {
+            return Err(bad("MissingDeviceToken"));
+        }
         let token_ok = (64..=200).contains(&device_token.len())
             && device_token.len() % 2 == 0
             && device_token.bytes().all(|b| b.is_ascii_hexdigit());
@@ -492,13 +514,8 @@ impl Service for Apns {
         }
         match self.validate(conn, req, body, &apns_id) {
             Ok(push) => {
-                let mut reply = Reply::json(StatusCode::OK, &serde_json::Value::Null, None)
-                    .header(APNS_ID, &apns_id);
                 // Apple answers 200 with an empty body.
-                reply.body = bytes::Bytes::new();
-                reply
-                    .headers
-                    .retain(|(n, _)| n != http::header::CONTENT_TYPE);
+                let mut reply = Reply::empty(StatusCode::OK).header(APNS_ID, &apns_id);
                 reply.accepted = Some(push);
                 reply
             }

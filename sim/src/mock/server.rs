@@ -110,6 +110,16 @@ impl Reply {
         }
     }
 
+    pub(crate) fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            reason: None,
+            accepted: None,
+        }
+    }
+
     pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
             self.headers.push((name, v));
@@ -168,8 +178,13 @@ impl Server {
                     _ = &mut stopped => break,
                     accepted = listener.accept() => {
                         if let Ok((tcp, _)) = accepted {
-                            let conn = serve_connection(tcp, acceptor.clone(), max_concurrent_streams, core.clone(), service.clone());
-                            conns.spawn(conn);
+                            conns.spawn(serve_connection(
+                                tcp,
+                                acceptor.clone(),
+                                max_concurrent_streams,
+                                core.clone(),
+                                service.clone(),
+                            ));
                         }
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -49,7 +49,12 @@ pub enum DispatchError {
     UnknownCredential,
 }
 
+/// Called with each push id when a worker hands an attempt to its client (for latency
+/// measurements; must be cheap).
+pub type TransmitObserver = Arc<dyn Fn(PushId) + Send + Sync>;
+
 struct Shared {
+    observer: Option<TransmitObserver>,
     core: Mutex<Dispatcher>,
     clients: HashMap<CredentialId, PushClient>,
     workers: HashMap<CredentialId, Arc<Notify>>,
@@ -100,12 +105,24 @@ impl PushDispatcher {
         clients: HashMap<CredentialId, PushClient>,
         max_in_flight: usize,
     ) -> (DispatchHandle, mpsc::UnboundedReceiver<PushEvent>) {
+        Self::start_observed(config, seed, clients, max_in_flight, None)
+    }
+
+    /// Like [`PushDispatcher::start`], calling `observer` as each attempt leaves the queue.
+    pub fn start_observed(
+        config: DispatchConfig,
+        seed: u64,
+        clients: HashMap<CredentialId, PushClient>,
+        max_in_flight: usize,
+        observer: Option<TransmitObserver>,
+    ) -> (DispatchHandle, mpsc::UnboundedReceiver<PushEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let workers = clients
             .keys()
             .map(|c| (*c, Arc::new(Notify::new())))
             .collect();
         let shared = Arc::new(Shared {
+            observer,
             core: Mutex::new(Dispatcher::new(config, CoreRng::from_seed(seed))),
             clients,
             workers,
@@ -206,6 +223,9 @@ async fn worker(shared: Arc<Shared>, cred: CredentialId, client: PushClient, max
 }
 
 async fn send(shared: &Shared, client: &PushClient, t: &Transmit) -> Outcome {
+    if let Some(o) = &shared.observer {
+        o(t.id);
+    }
     match (client, &*t.request) {
         (PushClient::Apns(c), WireRequest::Apns(r)) => {
             c.send(

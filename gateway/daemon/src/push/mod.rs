@@ -33,7 +33,7 @@ use std::fmt;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use apns::{ApnsAuth, ApnsClient, ApnsConfig};
-pub use dispatch::{DispatchError, DispatchHandle, PushClient, PushDispatcher};
+pub use dispatch::{DispatchError, DispatchHandle, PushClient, PushDispatcher, TransmitObserver};
 pub use fcm::{FcmClient, FcmConfig};
 pub use h2pool::{H2Pool, PoolConfig};
 pub use tls::Roots;

@@ -56,9 +56,9 @@ fn is_callid_char(b: u8) -> bool {
 impl Message {
     #[inline]
     fn text(&self, s: Span) -> &str {
-        // The start line and header section were checked to be UTF-8 by `parse`, and spans
-        // start and end at ASCII delimiters, so this never falls back.
-        std::str::from_utf8(&self.buf[s.range()]).unwrap_or_default()
+        // Spans lie in the head and start and end at ASCII delimiters, so this never falls
+        // back.
+        self.head.get(s.range()).unwrap_or_default()
     }
 
     fn raw_name(&self, h: &HeaderSpan) -> &str {

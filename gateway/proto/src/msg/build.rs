@@ -28,8 +28,8 @@ fn span(off: usize, len: usize) -> Span {
 }
 
 /// Pushes `s` with every byte for which `bad` holds replaced by `with`.
-fn put_sanitized(out: &mut BytesMut, s: &str, bad: impl Fn(u8) -> bool, with: u8) {
-    for b in s.bytes() {
+fn put_sanitized(out: &mut BytesMut, s: &[u8], bad: impl Fn(u8) -> bool, with: u8) {
+    for &b in s {
         out.put_u8(if bad(b) { with } else { b });
     }
 }
@@ -39,7 +39,7 @@ impl Printer {
         let mut out = BytesMut::with_capacity(512);
         let m = if method.is_empty() { "X" } else { method };
         // Non-ASCII bytes are replaced too, so the line stays UTF-8.
-        put_sanitized(&mut out, m, |b| !is_token(b), b'_');
+        put_sanitized(&mut out, m.as_bytes(), |b| !is_token(b), b'_');
         let m_len = out.len();
         out.put_u8(b' ');
         let u = if uri.is_empty() { "sip:invalid" } else { uri };
@@ -68,7 +68,12 @@ impl Printer {
         let status = status.clamp(100, 699);
         out.put_slice(format!("SIP/2.0 {status} ").as_bytes());
         let r_off = out.len();
-        put_sanitized(&mut out, reason, |b| b == b'\r' || b == b'\n', b' ');
+        put_sanitized(
+            &mut out,
+            reason.as_bytes(),
+            |b| b == b'\r' || b == b'\n',
+            b' ',
+        );
         let r_len = out.len() - r_off;
         out.put_slice(b"\r\n");
         Printer {
@@ -85,13 +90,20 @@ impl Printer {
     pub(crate) fn header_raw(&mut self, raw_name: &str, value: &str) {
         let name_off = self.out.len();
         let n = if raw_name.is_empty() { "X" } else { raw_name };
+        // The parser takes names of at most 65535 bytes.
+        let n = &n.as_bytes()[..n.len().min(usize::from(u16::MAX))];
         put_sanitized(&mut self.out, n, |b| !is_token(b), b'_');
         let name_len = (self.out.len() - name_off).min(usize::from(u16::MAX));
         let code = Code::lookup(&self.out[name_off..name_off + name_len]);
         self.out.put_slice(b": ");
         let v = value.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8));
         let v_off = self.out.len();
-        put_sanitized(&mut self.out, v, |b| b == b'\r' || b == b'\n', b' ');
+        put_sanitized(
+            &mut self.out,
+            v.as_bytes(),
+            |b| b == b'\r' || b == b'\n',
+            b' ',
+        );
         let v_len = self.out.len() - v_off;
         self.out.put_slice(b"\r\n");
         self.headers.push(HeaderSpan {
@@ -115,8 +127,13 @@ impl Printer {
         self.out.put_slice(b"\r\n");
         let head_len = self.out.len();
         self.out.put_slice(body);
+        let buf = self.out.freeze();
+        // Everything printed before the body came from `&str`s, with only ASCII bytes
+        // substituted, so this is UTF-8; the fallback is never taken.
+        let head = bytestring::ByteString::try_from(buf.slice(..head_len)).unwrap_or_default();
         Message {
-            buf: self.out.freeze(),
+            buf,
+            head,
             start: self.start,
             headers: self.headers,
             body: span(head_len, body.len()),

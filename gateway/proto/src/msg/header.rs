@@ -146,41 +146,57 @@ const fn pack_const(name: &[u8]) -> Packed {
     words
 }
 
-/// Packs without going through a stack buffer: a byte-wise copy followed by a wide load
-/// would stall on store forwarding.
+/// Packs `buf[start..start + len]` (`len <= PACK_LEN`). Whole 8-byte words are loaded
+/// straight from `buf` and masked to the name's length, so there is no per-byte loop whose
+/// trip count (and so its mispredicted exit) varies from header to header. Near the end of
+/// `buf` it falls back to assembling bytes.
 #[inline]
-fn pack(name: &[u8]) -> Packed {
+fn pack_at(buf: &[u8], start: usize, len: usize) -> Packed {
     let mut words = [FOLD; 3];
-    for (w, chunk) in words.iter_mut().zip(name.chunks(8)) {
-        let v = match <[u8; 8]>::try_from(chunk) {
-            Ok(full) => u64::from_le_bytes(full),
-            Err(_) => chunk
+    for (i, w) in words.iter_mut().enumerate() {
+        let n = len.saturating_sub(i * 8).min(8);
+        if n == 0 {
+            break;
+        }
+        let at = start + i * 8;
+        let v = match buf
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        {
+            Some(b) => u64::from_le_bytes(b),
+            None => buf[at..at + n]
                 .iter()
                 .enumerate()
-                .fold(0u64, |v, (i, &b)| v | u64::from(b) << (i * 8)),
+                .fold(0u64, |v, (k, &b)| v | u64::from(b) << (k * 8)),
         };
-        *w |= v;
+        let mask = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (n * 8)) - 1
+        };
+        *w |= v & mask;
     }
     words
 }
 
 /// Open-addressing hash table over [`NAMES`], built at compile time: slot → index + 1.
-const SLOTS: usize = 256;
+const HASH_BITS: u32 = 9;
+const SLOTS: usize = 1 << HASH_BITS;
+/// Multiplier found by search so that every known spelling has its own slot: a lookup is
+/// one multiply, one table load and one comparison. (Should a new name collide, linear
+/// probing keeps the table correct, just one probe slower.)
+const HASH_K: u64 = 0x6b49_cd5a_73b8_08ff;
 
-/// Case-insensitive hash of a name from its length and first, middle and last bytes.
-/// The multipliers were chosen so that no known spelling needs more than two probes.
-const fn slot_of(name: &[u8]) -> usize {
-    let first = (name[0] | 0x20) as usize;
-    let mid = (name[name.len() / 2] | 0x20) as usize;
-    let last = (name[name.len() - 1] | 0x20) as usize;
-    (first * 41 + last * 13 + name.len() * 17 + mid) % SLOTS
+const fn slot_of(p: &Packed) -> usize {
+    let x = p[0] ^ p[1].rotate_left(29) ^ p[2].rotate_left(47);
+    (x.wrapping_mul(HASH_K) >> (64 - HASH_BITS)) as usize
 }
 
 const fn build_table() -> [u8; SLOTS] {
     let mut table = [0u8; SLOTS];
     let mut i = 0;
     while i < NAMES.len() {
-        let mut s = slot_of(NAMES[i].0);
+        let mut s = slot_of(&pack_const(NAMES[i].0));
         while table[s] != 0 {
             s = (s + 1) % SLOTS;
         }
@@ -207,11 +223,17 @@ impl Code {
     /// Recognises a header name (any case, long or compact) without allocating: one hash
     /// and usually one three-word comparison. `name` must be a token.
     pub(crate) fn lookup(name: &[u8]) -> Option<Code> {
-        if name.is_empty() || name.len() > PACK_LEN {
+        Self::lookup_at(name, 0, name.len())
+    }
+
+    /// [`Code::lookup`] of `buf[start..start + len]`, reading whole words of `buf`.
+    #[inline]
+    pub(crate) fn lookup_at(buf: &[u8], start: usize, len: usize) -> Option<Code> {
+        if len == 0 || len > PACK_LEN {
             return None;
         }
-        let key = pack(name);
-        let mut s = slot_of(name);
+        let key = pack_at(buf, start, len);
+        let mut s = slot_of(&key);
         loop {
             let entry = usize::from(TABLE[s]);
             if entry == 0 {
@@ -380,6 +402,29 @@ mod tests {
             assert_eq!(Code::lookup(name), Some(*code));
             assert_eq!(Code::lookup(&name.to_ascii_uppercase()), Some(*code));
         }
+    }
+
+    #[test]
+    fn every_known_spelling_has_its_own_slot() {
+        for (i, (name, _)) in NAMES.iter().enumerate() {
+            let slot = slot_of(&pack_const(name));
+            assert_eq!(
+                usize::from(TABLE[slot]),
+                i + 1,
+                "{} needs probing",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_inside_a_buffer_masks_what_follows() {
+        let buf = b"xxVIA: SIP/2.0/UDP h\r\nProxy-Authorization: Digest x\r\nCSeq";
+        assert_eq!(Code::lookup_at(buf, 2, 3), Some(Code::Via));
+        assert_eq!(Code::lookup_at(buf, 2, 2), None, "\"VI\" is not a name");
+        assert_eq!(Code::lookup_at(buf, 22, 19), Some(Code::ProxyAuthorization));
+        assert_eq!(Code::lookup_at(buf, buf.len() - 4, 4), Some(Code::CSeq));
+        assert_eq!(Code::lookup_at(buf, buf.len() - 1, 1), None);
     }
 
     #[test]

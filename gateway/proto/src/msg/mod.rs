@@ -55,7 +55,7 @@ pub use method::{CSeq, Method, MAX_CSEQ};
 pub use name_addr::NameAddr;
 pub use params::{ParamIter, Params};
 pub use scan::{quote, unquote};
-pub use uri::{Scheme, SipUriBuilder, Uri, UriParams};
+pub use uri::{Scheme, SipUriBuilder, Uri, UriParams, MAX_URI_LEN};
 pub use values::{FeatureCap, MediaType, ReasonValue};
 pub use via::{Via, BRANCH_MAGIC_COOKIE};
 
@@ -103,6 +103,9 @@ struct HeaderSpan {
 #[derive(Clone, Debug)]
 pub struct Message {
     buf: Bytes,
+    /// `buf[..head_len]` (start line and header section), checked to be UTF-8 once at parse
+    /// time and shared with `buf`, so that getters return `&str` without re-validating.
+    head: bytestring::ByteString,
     start: StartLine,
     headers: SmallVec<[HeaderSpan; INLINE_HEADERS]>,
     body: Span,

@@ -197,7 +197,7 @@ impl Message {
             while ve > vs && is_lws(b[ve - 1]) {
                 ve -= 1;
             }
-            let code = Code::lookup(name);
+            let code = Code::lookup_at(b, line, name.len());
             if code == Some(Code::ContentLength) {
                 let v = &b[vs..ve];
                 if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
@@ -235,20 +235,22 @@ impl Message {
             }
             None => (span(head_len, len - head_len), len),
         };
-        // Nearly every head is ASCII, which `is_ascii` confirms several times faster.
-        if b[..head_len].is_ascii() {
-        } else if let Err(e) = std::str::from_utf8(&b[..head_len]) {
-            return Err(ParseError::InvalidUtf8 {
-                offset: start + e.valid_up_to(),
-            });
-        }
         if folded {
             buf = unfold(&buf[..msg_end], head_len);
         } else {
             buf.truncate(msg_end);
         }
+        let head = match bytestring::ByteString::try_from(buf.slice(..head_len)) {
+            Ok(h) => h,
+            Err(e) => {
+                return Err(ParseError::InvalidUtf8 {
+                    offset: start + e.valid_up_to(),
+                })
+            }
+        };
         Ok(Message {
             buf,
+            head,
             start: start_line,
             headers,
             body,

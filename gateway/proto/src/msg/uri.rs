@@ -95,13 +95,14 @@ fn has_illegal(s: &str) -> bool {
 
 /// Validates a `;name[=value]...` URI parameter section (after its leading `;`) in one
 /// pass: names non-empty, values non-empty when `=` is present, `paramchar` or `%HH` only.
-fn valid_uri_params(p: &[u8]) -> bool {
+/// Returns where the section ends (at `?` or the end), or `None` if it is malformed.
+fn valid_uri_params(p: &[u8]) -> Option<usize> {
     let mut name_len = 0usize;
     let mut value_len: Option<usize> = None;
     let mut i = 0;
-    while i <= p.len() {
-        let b = p.get(i).copied().unwrap_or(b';');
-        if escape::is_param_char(b) {
+    loop {
+        let b = p.get(i).copied();
+        if b.is_some_and(escape::is_param_char) {
             match value_len.as_mut() {
                 Some(v) => *v += 1,
                 None => name_len += 1,
@@ -110,23 +111,26 @@ fn valid_uri_params(p: &[u8]) -> bool {
             continue;
         }
         match b {
-            b';' => {
+            None | Some(b';' | b'?') => {
                 if name_len == 0 || value_len == Some(0) {
-                    return false;
+                    return None;
+                }
+                if b != Some(b';') {
+                    return Some(i);
                 }
                 name_len = 0;
                 value_len = None;
             }
-            b'=' if value_len.is_none() => {
+            Some(b'=') if value_len.is_none() => {
                 if name_len == 0 {
-                    return false;
+                    return None;
                 }
                 value_len = Some(0);
             }
-            _ => {
+            Some(b'%') => {
                 let hex = |j: usize| p.get(j).is_some_and(u8::is_ascii_hexdigit);
-                if b != b'%' || !(hex(i + 1) && hex(i + 2)) {
-                    return false;
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return None;
                 }
                 i += 2;
                 match value_len.as_mut() {
@@ -134,10 +138,10 @@ fn valid_uri_params(p: &[u8]) -> bool {
                     None => name_len += 1,
                 }
             }
+            Some(_) => return None,
         }
         i += 1;
     }
-    true
 }
 
 fn find(s: &str, b: u8) -> Option<usize> {
@@ -399,18 +403,16 @@ fn parse_sip(rest: &str) -> Result<SipParts<'_>, UriError> {
         port = Some(u16::try_from(n).map_err(|_| UriError::BadPort)?);
         after = &p[end..];
     }
-    let params_end = find(after, b'?').unwrap_or(after.len());
+    let params_end = match after.strip_prefix(';') {
+        Some(ps) => 1 + valid_uri_params(ps.as_bytes()).ok_or(UriError::BadParam)?,
+        None => 0,
+    };
     let params = &after[..params_end];
-    if !params.is_empty()
-        && (!params.starts_with(';') || !valid_uri_params(&params.as_bytes()[1..]))
-    {
-        return Err(if params.starts_with(';') {
-            UriError::BadParam
-        } else {
-            UriError::BadHost
-        });
+    let tail = &after[params_end..];
+    if !tail.is_empty() && !tail.starts_with('?') {
+        return Err(UriError::BadHost);
     }
-    let headers = match after[params_end..].strip_prefix('?') {
+    let headers = match tail.strip_prefix('?') {
         None => None,
         Some(h) => {
             for kv in h.split('&') {

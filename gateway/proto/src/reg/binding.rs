@@ -22,6 +22,11 @@ pub(crate) const PROXY: usize = 4;
 pub(crate) const TOKEN: usize = 5;
 pub(crate) const CALL_ID: usize = 6;
 pub(crate) const TAG: usize = 7;
+/// A previous contact token still to be removed upstream (empty normally): after the token
+/// changed, the next REGISTER carries the old Contact with `expires=0` beside the new one.
+pub(crate) const OLD_TOKEN: usize = 8;
+/// Fields that come from the configuration (compared to detect a change).
+pub(crate) const CONFIG_FIELDS: usize = 6;
 
 /// Flag: the binding waits in the send queue.
 pub(crate) const QUEUED: u8 = 1;
@@ -38,8 +43,8 @@ pub(crate) const IN_FLIGHT: u8 = 16;
 /// Per-binding state; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Binding {
-    /// user, domain, auth user, password, proxy, token, Call-ID, From tag.
-    pub(crate) strings: Packed<8>,
+    /// user, domain, auth user, password, proxy, token, Call-ID, From tag, old token.
+    pub(crate) strings: Packed<9>,
     pub(crate) auth: Auth,
     pub(crate) upstream: PeerIdx,
     /// The refresh or retry deadline.
@@ -84,7 +89,8 @@ pub(crate) fn pack(
     reg: &RegConfig,
     call_id: &str,
     tag: &str,
-) -> Result<Packed<8>, BindingError> {
+    old_token: &str,
+) -> Result<Packed<9>, BindingError> {
     use BindingField::*;
     check(charset(&cfg.user, 128, is_user_char), User)?;
     check(charset(&cfg.domain, 260, is_host_char), Domain)?;
@@ -116,12 +122,13 @@ pub(crate) fn pack(
         &cfg.contact_token,
         call_id,
         tag,
+        old_token,
     ])
     .map_err(|_| BindingError::InvalidField(User))
 }
 
 impl Binding {
-    pub(crate) fn new(strings: Packed<8>, upstream: PeerIdx, expires: u32) -> Self {
+    pub(crate) fn new(strings: Packed<9>, upstream: PeerIdx, expires: u32) -> Self {
         Self {
             strings,
             auth: None,
@@ -139,6 +146,18 @@ impl Binding {
 
     pub(crate) fn token(&self) -> &str {
         self.strings.get(TOKEN)
+    }
+
+    /// The upstream accepted a REGISTER that carried the old token with `expires=0`.
+    pub(crate) fn clear_old_token(&mut self) {
+        if self.strings.get(OLD_TOKEN).is_empty() {
+            return;
+        }
+        let s = &self.strings;
+        let fields: [&str; 9] = std::array::from_fn(|i| if i == OLD_TOKEN { "" } else { s.get(i) });
+        if let Ok(p) = Packed::new(fields) {
+            self.strings = p;
+        }
     }
 
     /// The next REGISTER (Expires: 0 when `unregister`): next CSeq, fresh branch, digest
@@ -195,9 +214,14 @@ impl Binding {
         if !proxy.is_empty() {
             rb = rb.header(HeaderName::Route, &format!("<sip:{proxy};lr>"));
         }
-        rb = rb
-            .header(HeaderName::Contact, &contact)
-            .header(HeaderName::Expires, &expires.to_string());
+        rb = rb.header(HeaderName::Contact, &contact);
+        let old = s.get(OLD_TOKEN);
+        if !old.is_empty() {
+            let local = &reg.local_addr;
+            let gone = format!("<sip:{old}@{local};transport={transport}>;expires=0");
+            rb = rb.header(HeaderName::Contact, &gone);
+        }
+        rb = rb.header(HeaderName::Expires, &expires.to_string());
         for (kind, value) in credentials {
             let name = match kind {
                 crate::auth::ChallengeKind::Www => HeaderName::Authorization,

@@ -18,9 +18,10 @@ use super::binding::{
 use super::digest::{self, ChallengeError};
 use super::pacer::Pacer;
 use super::peers::Peers;
+use super::table::Table;
 use super::{
     BindingConfig, BindingError, BindingId, BindingPhase, BindingStatus, FailReason, RegConfig,
-    RegEvent, RetryCause,
+    RegConfigError, RegEvent, RetryCause,
 };
 
 /// The registration engine of one core instance.
@@ -42,7 +43,7 @@ use super::{
 pub struct Registrations {
     config: RegConfig,
     txns: Transactions,
-    bindings: HashMap<BindingId, Binding>,
+    bindings: Table,
     /// The upstream addresses the bindings use, interned.
     peers: Peers,
     /// Live REGISTER transactions and the binding each belongs to.
@@ -75,7 +76,7 @@ pub struct MemoryReport {
     pub bindings: usize,
     /// `size_of` one binding's fixed state.
     pub binding_size: usize,
-    /// Table bytes (entries and control bytes at the table's capacity).
+    /// Table bytes: the binding slab and the id index at their capacity.
     pub table_bytes: usize,
     /// Heap blocks of all bindings (strings, digest state), with malloc's chunk rounding.
     pub heap_bytes: usize,
@@ -105,19 +106,21 @@ fn chunk(n: usize) -> usize {
 
 impl Registrations {
     /// An engine with no bindings; `rng` supplies Call-IDs, tags, branches, cnonces and jitter.
-    pub fn new(config: RegConfig, rng: CoreRng) -> Self {
-        Self {
+    /// Fails if the configuration would put unsafe text into headers.
+    pub fn new(config: RegConfig, rng: CoreRng) -> Result<Self, RegConfigError> {
+        config.validate()?;
+        Ok(Self {
             txns: Transactions::new(config.txn.clone()),
             pacer: Pacer::new(config.max_registers_per_sec, config.pace_burst),
             config,
-            bindings: HashMap::new(),
+            bindings: Table::default(),
             peers: Peers::default(),
             in_flight: HashMap::new(),
             timers: Timers::new(),
             queue: VecDeque::new(),
             rng,
             events: VecDeque::new(),
-        }
+        })
     }
 
     /// The configuration.
@@ -166,7 +169,7 @@ impl Registrations {
         MemoryReport {
             bindings: self.bindings.len(),
             binding_size: size_of::<Binding>(),
-            table_bytes: self.bindings.capacity() * (size_of::<(BindingId, Binding)>() + 1),
+            table_bytes: self.bindings.bytes(),
             heap_bytes,
             timer_bytes: self.timers.len() * timer_entry,
             upstreams: self.peers.len(),
@@ -178,6 +181,16 @@ impl Registrations {
     /// sit half empty: up to 2× the memory of the entries).
     pub fn reserve(&mut self, additional: usize) {
         self.bindings.reserve(additional);
+    }
+
+    /// Returns memory left over from a burst (a restart's queue, transaction tables) to the
+    /// allocator. Cheap enough to call when idle.
+    pub fn shrink_to_fit(&mut self) {
+        self.txns.shrink_to_fit();
+        self.in_flight.shrink_to_fit();
+        self.queue.shrink_to_fit();
+        self.timers.shrink_to_fit();
+        self.events.shrink_to_fit();
     }
 
     /// Starts keeping `cfg`'s account registered: the first REGISTER goes as soon as the pace
@@ -193,7 +206,7 @@ impl Registrations {
         }
         let call_id = self.rng.call_id();
         let tag = self.rng.tag();
-        let strings = binding::pack(&cfg, &self.config, &call_id, &tag)?;
+        let strings = binding::pack(&cfg, &self.config, &call_id, &tag, "")?;
         let upstream = self.peers.intern(cfg.upstream);
         self.bindings
             .insert(id, Binding::new(strings, upstream, cfg.expires));
@@ -205,8 +218,8 @@ impl Registrations {
     /// Replaces a binding's configuration. Returns `false` (and does nothing) when nothing
     /// changed; otherwise forgets the digest nonces if the credentials or upstream changed,
     /// clears a permanent failure, and registers again (after the REGISTER in flight, if any).
-    /// Call-ID and CSeq continue. A changed contact token leaves the old Contact to lapse
-    /// at the upstream.
+    /// Call-ID and CSeq continue. When the contact token changed, the next REGISTER also
+    /// carries the old Contact with `expires=0`, so the upstream drops it at once.
     pub fn update_binding(
         &mut self,
         now: Instant,
@@ -219,9 +232,17 @@ impl Registrations {
         };
         let call_id = b.strings.get(binding::CALL_ID).to_owned();
         let tag = b.strings.get(binding::TAG).to_owned();
-        let strings = binding::pack(&cfg, &self.config, &call_id, &tag)?;
+        let token = b.strings.get(binding::TOKEN);
+        // A new token replaces a Contact the upstream may hold: remove that one with the
+        // next REGISTER rather than letting it ring into nowhere until it lapses.
+        let old_token = if cfg.contact_token != token && b.flags & MAYBE_BOUND != 0 {
+            token.to_owned()
+        } else {
+            b.strings.get(binding::OLD_TOKEN).to_owned()
+        };
+        let strings = binding::pack(&cfg, &self.config, &call_id, &tag, &old_token)?;
         let same = |i: usize| strings.get(i) == b.strings.get(i);
-        let same_all = (0..8).all(same);
+        let same_all = (0..binding::CONFIG_FIELDS).all(same);
         let same_peer = self.peers.get(b.upstream) == cfg.upstream;
         if same_all && same_peer && b.expires == cfg.expires {
             return Ok(false);
@@ -501,6 +522,7 @@ impl Registrations {
             }
             (200..=299, None) if unregistering => self.forget(id, true),
             (200..=299, None) => {
+                b.clear_old_token();
                 let granted = granted_expiry(response, b.token(), b.expires);
                 if granted == 0 {
                     self.retry(now, id, RetryCause::NotBound);
@@ -513,7 +535,11 @@ impl Registrations {
                 let min = response.min_expires().ok().flatten().unwrap_or(0);
                 // Raise at once, but only upwards and within bounds: a server that keeps
                 // answering 423 to its own Min-Expires gets backoff, not a tight loop.
-                if min > b.expires && min <= self.config.max_expires {
+                if min > self.config.max_expires {
+                    // The server wants longer registrations than we are configured to
+                    // hold: retrying cannot help.
+                    self.fail(id, status, FailReason::Rejected);
+                } else if min > b.expires {
                     b.expires = min;
                     self.enqueue(id, true);
                 } else {
@@ -539,7 +565,9 @@ impl Registrations {
 
     fn registered(&mut self, now: Instant, id: BindingId, granted: u32) {
         let (lo, hi) = self.config.refresh_window;
-        let frac = lo + (hi - lo) * self.rng.unit();
+        // Clamped so that a misconfigured window can neither refresh in a tight loop nor
+        // after the registration lapsed.
+        let frac = (lo + (hi - lo) * self.rng.unit()).clamp(0.05, 0.95);
         let refresh_at = now + Duration::from_secs(u64::from(granted)).mul_f64(frac);
         let Some(b) = self.bindings.get_mut(&id) else {
             return;

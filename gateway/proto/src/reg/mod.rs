@@ -31,8 +31,8 @@
 //! - The Contact is `<sip:TOKEN@LOCAL;transport=…>`: TOKEN is the shell's per-binding token,
 //!   so an INVITE for the binding is routed with one lookup. The granted expiry is our
 //!   Contact's `expires` in the 200 (matched by TOKEN), else the Expires header.
-//! - Digest state is kept between refreshes (nonce reuse with increasing nc), compactly
-//!   ([`digest`](self) module); no message is stored per binding between refreshes.
+//! - Digest state is kept between refreshes (nonce reuse with increasing nc), compactly (the
+//!   private `digest` module); no message is stored per binding between refreshes.
 //! - Every REGISTER waits for the global pace ([`RegConfig::max_registers_per_sec`]); answers
 //!   to challenges jump the queue so a binding's exchange is not stretched by the backlog.
 //! - Requests that reach the engine are answered: OPTIONS (keep-alive pings) with 200,
@@ -40,6 +40,48 @@
 //!
 //! Architecture Invariant: one timer entry per binding at most; no per-binding task, message
 //! or timer beyond that entry.
+//!
+//! # Run loop
+//!
+//! ```
+//! use vigil_proto::auth::Password;
+//! use vigil_proto::msg::{HeaderName, Message, ResponseBuilder};
+//! use vigil_proto::reg::{BindingConfig, BindingId, RegConfig, RegEvent, Registrations};
+//! use vigil_proto::rng::CoreRng;
+//! use vigil_proto::txn::Peer;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = vigil_proto::netem::test_epoch(); // the shell passes its clock reading
+//! let mut reg = Registrations::new(RegConfig::new("gw.example.net:5060"), CoreRng::from_seed(1))?;
+//! let upstream = Peer::udp("192.0.2.10:5060".parse()?);
+//! reg.add_binding(now, BindingId(7), BindingConfig {
+//!     user: "alice".into(),
+//!     domain: "example.org".into(),
+//!     auth_user: None,
+//!     password: Password::new("secret"),
+//!     outbound_proxy: None,
+//!     upstream,
+//!     expires: 3600,
+//!     contact_token: "k7Qd2".into(),
+//! })?;
+//! // Drain outputs after every input: here, the first REGISTER.
+//! let out = reg.poll_transmit().expect("the first REGISTER");
+//! assert_eq!(out.peer, upstream);
+//! let request = Message::parse(out.bytes)?;
+//! // The registrar's answer comes back through handle_incoming.
+//! let ok = ResponseBuilder::for_request(&request, 200, Some("r1"))
+//!     .header(HeaderName::Contact, "<sip:k7Qd2@gw.example.net:5060>;expires=600")
+//!     .build();
+//! reg.handle_incoming(now, ok, upstream);
+//! let Some(RegEvent::Registered { expires: 600, refresh_at, .. }) = reg.poll_event() else {
+//!     panic!("registered")
+//! };
+//! // The shell sleeps until poll_timeout and calls handle_timeout then; the refresh is
+//! // among those deadlines.
+//! assert!(reg.poll_timeout().is_some_and(|t| t <= refresh_at));
+//! # Ok(())
+//! # }
+//! ```
 
 mod binding;
 mod digest;
@@ -47,6 +89,7 @@ mod engine;
 mod pacer;
 mod peers;
 mod strings;
+mod table;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -142,6 +185,45 @@ impl fmt::Debug for BindingConfig {
             .field("upstream", &self.upstream)
             .field("expires", &self.expires)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why [`Registrations::new`] refused a [`RegConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegConfigError {
+    /// `local_addr` is not a `host[:port]` (it goes into every Via and Contact).
+    #[error("local_addr must be host[:port]")]
+    LocalAddr,
+    /// `user_agent` holds control characters.
+    #[error("user_agent must be printable")]
+    UserAgent,
+    /// `refresh_window` is not `0 < lo <= hi < 1`.
+    #[error("refresh_window must satisfy 0 < lo <= hi < 1")]
+    RefreshWindow,
+}
+
+impl RegConfig {
+    fn validate(&self) -> Result<(), RegConfigError> {
+        let host_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 260
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        };
+        if !host_ok(&self.local_addr) {
+            return Err(RegConfigError::LocalAddr);
+        }
+        if let Some(ua) = &self.user_agent {
+            if ua.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                return Err(RegConfigError::UserAgent);
+            }
+        }
+        let (lo, hi) = self.refresh_window;
+        if !(lo > 0.0 && lo <= hi && hi < 1.0) {
+            return Err(RegConfigError::RefreshWindow);
+        }
+        Ok(())
     }
 }
 

@@ -68,6 +68,7 @@ impl Scripted {
 }
 
 /// What the registrar does with a REGISTER.
+#[allow(clippy::large_enum_variant)] // short-lived, one at a time
 pub enum Action {
     Respond(Message),
     /// Swallow it (the client's transaction retransmits, then times out).
@@ -95,6 +96,9 @@ pub struct Registrar {
     /// Contact token -> binding expiry.
     pub bound: HashMap<String, Instant>,
     pub registered_ok: usize,
+    /// Set `stale=true` on challenges for expired nonces (RFC 7616); off behaves like
+    /// registrars that just send a fresh challenge.
+    pub stale_flag: bool,
 }
 
 pub fn digest_server(rng: &mut CoreRng, realm: &str, algorithms: &[Algorithm]) -> DigestServer {
@@ -120,6 +124,7 @@ impl Registrar {
             received: Vec::new(),
             bound: HashMap::new(),
             registered_ok: 0,
+            stale_flag: true,
         }
     }
 
@@ -139,6 +144,7 @@ impl Registrar {
         rng: &mut CoreRng,
         req: &Message,
         header: HeaderName,
+        stale_flag: bool,
     ) -> Result<(), (bool, Vec<String>)> {
         let uri = req.request_uri_str().unwrap().to_owned();
         let dreq = DigestRequest {
@@ -161,7 +167,7 @@ impl Registrar {
                 Err(d) => stale |= d.stale,
             }
         }
-        let ch = server.challenges(wall, rng, stale);
+        let ch = server.challenges(wall, rng, stale && stale_flag);
         Err((stale, ch.iter().map(|c| c.to_string()).collect()))
     }
 
@@ -184,9 +190,14 @@ impl Registrar {
         }
         let wall = self.wall(now);
         if let Some(p) = self.proxy_auth.as_mut() {
-            if let Err((_, ch)) =
-                Self::check(p, wall, &mut self.rng, req, HeaderName::ProxyAuthorization)
-            {
+            if let Err((_, ch)) = Self::check(
+                p,
+                wall,
+                &mut self.rng,
+                req,
+                HeaderName::ProxyAuthorization,
+                self.stale_flag,
+            ) {
                 let mut rb = ResponseBuilder::for_request(req, 407, Some(&tag));
                 for c in ch {
                     rb = rb.header(HeaderName::ProxyAuthenticate, &c);
@@ -195,9 +206,14 @@ impl Registrar {
             }
         }
         if let Some(a) = self.auth.as_mut() {
-            if let Err((_, ch)) =
-                Self::check(a, wall, &mut self.rng, req, HeaderName::Authorization)
-            {
+            if let Err((_, ch)) = Self::check(
+                a,
+                wall,
+                &mut self.rng,
+                req,
+                HeaderName::Authorization,
+                self.stale_flag,
+            ) {
                 let mut rb = ResponseBuilder::for_request(req, 401, Some(&tag));
                 for c in ch {
                     rb = rb.header(HeaderName::WwwAuthenticate, &c);
@@ -206,16 +222,16 @@ impl Registrar {
             }
         }
         let contacts = req.contacts().unwrap();
-        let contact = &contacts.as_slice()[0];
-        let asked = contact
-            .expires()
-            .unwrap()
-            .or(req.expires().unwrap())
-            .unwrap_or(3600);
-        let token = contact.uri().user_raw().unwrap().to_owned();
-        let uri = contact.uri().as_str().to_owned();
-        if asked > 0 {
-            if let Some(min) = self.min_expires.filter(|&m| asked < m) {
+        let header_expires = req.expires().unwrap();
+        let asked_of = |c: &vigil_proto::msg::Contact<'_>| {
+            c.expires().unwrap().or(header_expires).unwrap_or(3600)
+        };
+        if let Some(min) = self.min_expires {
+            if contacts
+                .as_slice()
+                .iter()
+                .any(|c| (1..min).contains(&asked_of(c)))
+            {
                 return Action::Respond(
                     ResponseBuilder::for_request(req, 423, Some(&tag))
                         .header(HeaderName::MinExpires, &min.to_string())
@@ -223,27 +239,33 @@ impl Registrar {
                 );
             }
         }
-        let granted = if asked == 0 {
-            0
-        } else {
-            self.grant.unwrap_or(asked)
-        };
-        if granted == 0 {
-            self.bound.remove(&token);
-        } else {
+        let mut rb = ResponseBuilder::for_request(req, 200, Some(&tag));
+        let mut listed = false;
+        for c in contacts.as_slice() {
+            let asked = asked_of(c);
+            let token = c.uri().user_raw().unwrap().to_owned();
+            let granted = if asked == 0 {
+                0
+            } else {
+                self.grant.unwrap_or(asked)
+            };
+            if granted == 0 {
+                self.bound.remove(&token);
+                continue;
+            }
             self.bound
                 .insert(token, now + Duration::from_secs(granted.into()));
-        }
-        self.registered_ok += 1;
-        let mut rb = ResponseBuilder::for_request(req, 200, Some(&tag));
-        if granted > 0 {
-            rb = rb
-                .header(
+            if !listed {
+                rb = rb.header(
                     HeaderName::Contact,
                     "<sip:someone-else@198.51.100.7>;expires=77",
-                )
-                .header(HeaderName::Contact, &format!("<{uri}>;expires={granted}"));
+                );
+                listed = true;
+            }
+            let uri = c.uri().as_str();
+            rb = rb.header(HeaderName::Contact, &format!("<{uri}>;expires={granted}"));
         }
+        self.registered_ok += 1;
         if let Some(e) = self.expires_header {
             rb = rb.header(HeaderName::Expires, &e.to_string());
         }
@@ -281,7 +303,7 @@ impl Harness {
         Self {
             epoch,
             now: epoch,
-            engine: Registrations::new(config, CoreRng::from_seed(42)),
+            engine: Registrations::new(config, CoreRng::from_seed(42)).unwrap(),
             registrar: registrar(epoch),
             latency: Duration::from_millis(20),
             to_engine: VecDeque::new(),

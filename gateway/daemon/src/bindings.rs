@@ -1,0 +1,561 @@
+//! The binding table: every device the gateway registers for, in memory, in two lock-free
+//! papaya maps — by device id (the intake API) and by Contact token (incoming requests and
+//! registration events, whose `BindingId` is the token's value).
+//!
+//! Entries are compact because a node holds a million: the twelve text fields of a device
+//! share one heap string with a table of end offsets, both sealed secrets (password, push
+//! tokens) share one byte buffer, and the registration status is three atomics updated in
+//! place, so an engine event never copies an entry. Secrets stay sealed in memory too; they
+//! are opened only to build a REGISTER or a push, or to check credentials.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::store::DeviceRecord;
+
+/// Identifies a binding on the wire (the Contact user part, 16 lowercase hex digits) and in
+/// the engine (`BindingId` has the same value). Random, so it reveals nothing about the
+/// device and cannot be guessed from another device's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContactToken(pub u64);
+
+impl ContactToken {
+    /// A fresh random token.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// Parses the 16-hex-digit form.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(Self)
+    }
+}
+
+impl std::fmt::Display for ContactToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Registration state of a device as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DeviceState {
+    /// Waiting for the first 2xx (or for the engine to take it).
+    Registering = 0,
+    /// The upstream accepted the last REGISTER.
+    Registered = 1,
+    /// The last attempt failed; another is scheduled.
+    Retrying = 2,
+    /// The upstream refused for good (403, 404, rejected credentials, ...).
+    Failed = 3,
+    /// Being removed.
+    Unregistering = 4,
+}
+
+impl DeviceState {
+    /// Every state, in discriminant order.
+    pub const ALL: [Self; 5] = [
+        Self::Registering,
+        Self::Registered,
+        Self::Retrying,
+        Self::Failed,
+        Self::Unregistering,
+    ];
+
+    /// The API and database name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registering => "registering",
+            Self::Registered => "registered",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Unregistering => "unregistering",
+        }
+    }
+
+    /// Parses [`Self::as_str`]; unknown names (an older or newer schema) read as
+    /// registering, which makes the engine try again.
+    pub fn parse(s: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .unwrap_or(Self::Registering)
+    }
+
+    fn from_u8(v: u8) -> Self {
+        Self::ALL
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or(Self::Registering)
+    }
+}
+
+/// The text fields of a device, in their order in the shared string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Text {
+    DeviceId,
+    Username,
+    AuthUsername,
+    Domain,
+    OutboundProxy,
+    Transport,
+    DisplayName,
+    PushKind,
+    PushTopic,
+    PushEnv,
+    AppId,
+    AppVersion,
+}
+
+const TEXT_FIELDS: usize = 12;
+
+/// A snapshot of a binding's registration status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// The state.
+    pub state: DeviceState,
+    /// Last final status from the upstream (0 if none).
+    pub last_status: u16,
+    /// Last granted expiry in seconds (0 before the first 2xx).
+    pub granted_expires: u32,
+    /// Next refresh (registered) or next attempt (retrying), Unix milliseconds; 0 if none.
+    pub next_at_ms: u64,
+    /// Why the last attempt failed, if it did.
+    pub reason: Reason,
+}
+
+/// Why a registration attempt failed, kept in one byte of the status word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Nothing failed.
+    None = 0,
+    /// No answer from the upstream (transaction timeout).
+    Timeout = 1,
+    /// The connection to the upstream failed.
+    TransportError = 2,
+    /// A 2xx that did not list our Contact.
+    NotBound = 3,
+    /// The gateway itself was overloaded.
+    LocalOverload = 4,
+    /// A final status worth retrying (408, 480, 5xx).
+    Status = 5,
+    /// 403.
+    Forbidden = 6,
+    /// 404.
+    NotFound = 7,
+    /// Credentials were rejected.
+    AuthRejected = 8,
+    /// A challenge the gateway cannot answer.
+    UnsupportedChallenge = 9,
+    /// Another final refusal.
+    Rejected = 10,
+}
+
+impl Reason {
+    const ALL: [Self; 11] = [
+        Self::None,
+        Self::Timeout,
+        Self::TransportError,
+        Self::NotBound,
+        Self::LocalOverload,
+        Self::Status,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::AuthRejected,
+        Self::UnsupportedChallenge,
+        Self::Rejected,
+    ];
+
+    /// In words, for the API.
+    pub fn describe(self) -> Option<&'static str> {
+        Some(match self {
+            Self::None => return None,
+            Self::Timeout => "no answer from the SIP server",
+            Self::TransportError => "connection to the SIP server failed",
+            Self::NotBound => "the SIP server accepted but did not bind our contact",
+            Self::LocalOverload => "gateway overloaded",
+            Self::Status => "temporary failure at the SIP server",
+            Self::Forbidden => "forbidden by the SIP server",
+            Self::NotFound => "account not found on the SIP server",
+            Self::AuthRejected => "credentials rejected",
+            Self::UnsupportedChallenge => "authentication scheme not supported",
+            Self::Rejected => "rejected by the SIP server",
+        })
+    }
+}
+
+/// One device in memory; see the module documentation. `Debug` prints no personal data.
+pub struct Binding {
+    /// Contact token and engine binding id.
+    pub token: ContactToken,
+    text: Box<str>,
+    ends: [u16; TEXT_FIELDS],
+    /// Sealed password followed by the sealed push tokens.
+    sealed: Box<[u8]>,
+    password_len: u16,
+    /// SHA-256 of the device secret.
+    pub secret_hash: [u8; 32],
+    /// Digest of the last PUT body (idempotency).
+    pub body_hash: [u8; 16],
+    /// Preferred expiry, seconds.
+    pub expires: u32,
+    /// state (8 bits) | last status (16 bits) << 8 | granted expiry (32 bits) << 24.
+    status: AtomicU64,
+    next_at_ms: AtomicU64,
+    last_put_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Binding")
+            .field("token", &self.token)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record that cannot become a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The contact token is not 16 hex digits or does not match the binding id.
+    #[error("contact token does not match the binding id")]
+    Token,
+    /// A field is longer than the compact entry can hold (64 KiB in total).
+    #[error("device record too large")]
+    TooLarge,
+    /// A hash column has the wrong length.
+    #[error("hash column has the wrong length")]
+    Hash,
+}
+
+impl Binding {
+    /// Builds the in-memory entry of a stored (or about to be stored) device.
+    pub fn from_record(r: &DeviceRecord) -> Result<Self, RecordError> {
+        let token = ContactToken::parse(&r.contact_token).ok_or(RecordError::Token)?;
+        if token.0 as i64 != r.binding_id {
+            return Err(RecordError::Token);
+        }
+        let o = |v: &Option<String>| v.clone().unwrap_or_default();
+        let fields: [String; TEXT_FIELDS] = [
+            r.device_id.clone(),
+            r.username.clone(),
+            o(&r.auth_username),
+            r.domain.clone(),
+            o(&r.outbound_proxy),
+            o(&r.transport),
+            o(&r.display_name),
+            r.push_kind.clone(),
+            o(&r.push_topic),
+            o(&r.push_env),
+            r.app_id.clone(),
+            r.app_version.clone(),
+        ];
+        let mut text = String::with_capacity(fields.iter().map(String::len).sum());
+        let mut ends = [0u16; TEXT_FIELDS];
+        for (i, f) in fields.iter().enumerate() {
+            text.push_str(f);
+            ends[i] = u16::try_from(text.len()).map_err(|_| RecordError::TooLarge)?;
+        }
+        let password_len =
+            u16::try_from(r.password_enc.len()).map_err(|_| RecordError::TooLarge)?;
+        let mut sealed = Vec::with_capacity(r.password_enc.len() + r.push_enc.len());
+        sealed.extend_from_slice(&r.password_enc);
+        sealed.extend_from_slice(&r.push_enc);
+        Ok(Self {
+            token,
+            text: text.into_boxed_str(),
+            ends,
+            sealed: sealed.into_boxed_slice(),
+            password_len,
+            secret_hash: r.secret_hash.as_slice().try_into().map_err(|_| RecordError::Hash)?,
+            body_hash: r.body_hash.as_slice().try_into().map_err(|_| RecordError::Hash)?,
+            expires: u32::try_from(r.expires).unwrap_or(u32::MAX),
+            status: AtomicU64::new(pack(Status {
+                state: DeviceState::parse(&r.state),
+                last_status: u16::try_from(r.last_status).unwrap_or(0),
+                granted_expires: 0,
+                next_at_ms: 0,
+                reason: Reason::None,
+            })),
+            next_at_ms: AtomicU64::new(0),
+            last_put_ms: AtomicU64::new(u64::try_from(r.last_put_ms).unwrap_or(0)),
+        })
+    }
+
+    /// The stored form (for an update that keeps most fields).
+    pub fn to_record(&self) -> DeviceRecord {
+        let s = |t| self.text(t).to_owned();
+        let o = |t| Some(self.text(t).to_owned()).filter(|v| !v.is_empty());
+        let st = self.status();
+        DeviceRecord {
+            device_id: s(Text::DeviceId),
+            binding_id: self.token.0 as i64,
+            contact_token: self.token.to_string(),
+            username: s(Text::Username),
+            auth_username: o(Text::AuthUsername),
+            password_enc: self.password_sealed().to_vec(),
+            domain: s(Text::Domain),
+            outbound_proxy: o(Text::OutboundProxy),
+            transport: o(Text::Transport),
+            display_name: o(Text::DisplayName),
+            push_kind: s(Text::PushKind),
+            push_enc: self.push_sealed().to_vec(),
+            push_topic: o(Text::PushTopic),
+            push_env: o(Text::PushEnv),
+            app_id: s(Text::AppId),
+            app_version: s(Text::AppVersion),
+            expires: i64::from(self.expires),
+            secret_hash: self.secret_hash.to_vec(),
+            body_hash: self.body_hash.to_vec(),
+            last_put_ms: self.last_put_ms() as i64,
+            state: st.state.as_str().to_owned(),
+            last_status: i64::from(st.last_status),
+        }
+    }
+
+    /// One text field ("" for an absent optional one).
+    pub fn text(&self, field: Text) -> &str {
+        let i = field as usize;
+        let start = if i == 0 { 0 } else { usize::from(self.ends[i - 1]) };
+        self.text
+            .get(start..usize::from(self.ends[i]))
+            .expect("ends are char boundaries recorded while building the string")
+    }
+
+    /// The device id.
+    pub fn device_id(&self) -> &str {
+        self.text(Text::DeviceId)
+    }
+
+    /// The sealed SIP password.
+    pub fn password_sealed(&self) -> &[u8] {
+        &self.sealed[..usize::from(self.password_len)]
+    }
+
+    /// The sealed push tokens (JSON).
+    pub fn push_sealed(&self) -> &[u8] {
+        &self.sealed[usize::from(self.password_len)..]
+    }
+
+    /// The registration status.
+    pub fn status(&self) -> Status {
+        let mut s = unpack(self.status.load(Ordering::Acquire));
+        s.next_at_ms = self.next_at_ms.load(Ordering::Acquire);
+        s
+    }
+
+    /// Records a new registration status.
+    pub fn set_status(&self, s: Status) {
+        self.next_at_ms.store(s.next_at_ms, Ordering::Release);
+        self.status.store(pack(s), Ordering::Release);
+    }
+
+    /// Last PUT, Unix milliseconds.
+    pub fn last_put_ms(&self) -> u64 {
+        self.last_put_ms.load(Ordering::Acquire)
+    }
+
+    /// Moves the idle clock (a PUT with an unchanged body).
+    pub fn touch(&self, now_ms: u64) {
+        self.last_put_ms.store(now_ms, Ordering::Release);
+    }
+
+    /// Heap bytes owned by this entry beyond its inline size.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len() + self.sealed.len()
+    }
+}
+
+fn pack(s: Status) -> u64 {
+    u64::from(s.state as u8)
+        | u64::from(s.last_status) << 8
+        | u64::from(s.granted_expires) << 24
+        | u64::from(s.reason as u8) << 56
+}
+
+fn unpack(v: u64) -> Status {
+    Status {
+        state: DeviceState::from_u8((v & 0xff) as u8),
+        last_status: ((v >> 8) & 0xffff) as u16,
+        granted_expires: ((v >> 24) & 0xffff_ffff) as u32,
+        next_at_ms: 0,
+        reason: Reason::ALL
+            .get((v >> 56) as usize)
+            .copied()
+            .unwrap_or(Reason::None),
+    }
+}
+
+/// The two maps; see the module documentation.
+#[derive(Debug, Default)]
+pub struct BindingTable {
+    by_device: papaya::HashMap<Box<str>, Arc<Binding>>,
+    by_token: papaya::HashMap<u64, Arc<Binding>>,
+}
+
+impl BindingTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts or replaces the device's binding; returns the previous one.
+    pub fn insert(&self, binding: Arc<Binding>) -> Option<Arc<Binding>> {
+        let by_device = self.by_device.pin();
+        let by_token = self.by_token.pin();
+        by_token.insert(binding.token.0, binding.clone());
+        let old = by_device
+            .insert(binding.device_id().into(), binding.clone())
+            .cloned();
+        if let Some(old) = &old {
+            if old.token != binding.token {
+                by_token.remove(&old.token.0);
+            }
+        }
+        old
+    }
+
+    /// Inserts the device's binding only if the device id is not in the table yet.
+    pub fn insert_new(&self, binding: Arc<Binding>) -> bool {
+        let fresh = self
+            .by_device
+            .pin()
+            .try_insert(binding.device_id().into(), binding.clone())
+            .is_ok();
+        if fresh {
+            self.by_token.pin().insert(binding.token.0, binding);
+        }
+        fresh
+    }
+
+    /// The binding of a device.
+    pub fn get(&self, device_id: &str) -> Option<Arc<Binding>> {
+        self.by_device.pin().get(device_id).cloned()
+    }
+
+    /// The binding with this Contact token (or engine binding id).
+    pub fn by_token(&self, token: ContactToken) -> Option<Arc<Binding>> {
+        self.by_token.pin().get(&token.0).cloned()
+    }
+
+    /// Forgets a device; returns its binding.
+    pub fn remove(&self, device_id: &str) -> Option<Arc<Binding>> {
+        let old = self.by_device.pin().remove(device_id).cloned();
+        if let Some(old) = &old {
+            self.by_token.pin().remove(&old.token.0);
+        }
+        old
+    }
+
+    /// Number of bindings.
+    pub fn len(&self) -> usize {
+        self.by_device.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bindings whose last PUT is older than `cutoff_ms` (the idle sweep).
+    pub fn idle_before(&self, cutoff_ms: u64) -> Vec<Arc<Binding>> {
+        self.by_device
+            .pin()
+            .values()
+            .filter(|b| b.last_put_ms() < cutoff_ms)
+            .cloned()
+            .collect()
+    }
+
+    /// Bindings per state, indexed like [`DeviceState::ALL`] (for `/metrics`).
+    pub fn count_by_state(&self) -> [usize; 5] {
+        let mut counts = [0; 5];
+        for b in self.by_device.pin().values() {
+            counts[b.status().state as usize] += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(id: &str) -> DeviceRecord {
+        let token = ContactToken::random();
+        DeviceRecord {
+            device_id: id.into(),
+            binding_id: token.0 as i64,
+            contact_token: token.to_string(),
+            username: "alice".into(),
+            auth_username: None,
+            password_enc: vec![1; 40],
+            domain: "example.com".into(),
+            outbound_proxy: Some("proxy.example.com:5060".into()),
+            transport: Some("tcp".into()),
+            display_name: None,
+            push_kind: "apns".into(),
+            push_enc: vec![2; 100],
+            push_topic: Some("com.example.app".into()),
+            push_env: Some("production".into()),
+            app_id: "app".into(),
+            app_version: "1.0".into(),
+            expires: 600,
+            secret_hash: vec![3; 32],
+            body_hash: vec![4; 16],
+            last_put_ms: 1234,
+            state: "registered".into(),
+            last_status: 200,
+        }
+    }
+
+    #[test]
+    fn record_round_trips_through_the_compact_entry() {
+        let r = record("dev-1");
+        let b = Binding::from_record(&r).unwrap();
+        assert_eq!(b.to_record(), r);
+        assert_eq!(b.text(Text::Domain), "example.com");
+        assert_eq!(b.text(Text::AuthUsername), "");
+        assert_eq!(b.password_sealed(), &[1; 40][..]);
+        assert_eq!(b.push_sealed().len(), 100);
+        let mut bad = r.clone();
+        bad.binding_id += 1;
+        assert_eq!(Binding::from_record(&bad).err(), Some(RecordError::Token));
+    }
+
+    #[test]
+    fn both_maps_follow_inserts_replacements_and_removals() {
+        let t = BindingTable::new();
+        let a = Arc::new(Binding::from_record(&record("a")).unwrap());
+        assert!(t.insert(a.clone()).is_none());
+        assert_eq!(t.by_token(a.token).unwrap().device_id(), "a");
+        let a2 = Arc::new(Binding::from_record(&record("a")).unwrap());
+        assert!(t.insert(a2.clone()).is_some());
+        assert!(t.by_token(a.token).is_none(), "old token is forgotten");
+        assert!(t.by_token(a2.token).is_some());
+        assert_eq!(t.len(), 1);
+        a2.set_status(Status {
+            state: DeviceState::Retrying,
+            last_status: 503,
+            granted_expires: 0,
+            next_at_ms: 99,
+            reason: Reason::Status,
+        });
+        assert_eq!(t.get("a").unwrap().status().reason, Reason::Status);
+        assert_eq!(t.get("a").unwrap().status().last_status, 503);
+        assert_eq!(t.count_by_state()[DeviceState::Retrying as usize], 1);
+        assert_eq!(t.idle_before(2000).len(), 1);
+        assert_eq!(t.idle_before(1000).len(), 0);
+        assert!(t.remove("a").is_some());
+        assert!(t.by_token(a2.token).is_none());
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,179 @@
+//! Persistence of devices: a [`Store`] trait with an SQLite backend (the embedded default, a
+//! file in the data directory) and a PostgreSQL backend (for clusters), plus the group-commit
+//! [`WriteBatcher`] in front of either.
+//!
+//! Queries are runtime-checked (`sqlx::query` + `bind`): the build needs no database. Each
+//! backend has its own migrations (`migrations/sqlite`, `migrations/postgres`) embedded in the
+//! binary. The store sees secrets only sealed by [`crate::crypto::SecretBox`].
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous = FULL`, so a committed transaction
+//! survives a crash (kill -9 or power loss); PostgreSQL commits synchronously by default. The
+//! API answers a request only after its write's transaction committed (see [`batch`]).
+
+mod batch;
+mod sql;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use batch::{BatchConfig, WriteBatcher};
+pub use sql::{PgStore, SqliteStore};
+
+/// A boxed future, so that [`Store`] can be used as `dyn Store`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// One device as stored: what its app handed over, sealed where secret, and its bookkeeping.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The app's device id (URL path segment of the API).
+    pub device_id: String,
+    /// The engine's binding id (random, positive).
+    pub binding_id: i64,
+    /// The Contact user part that routes incoming requests to this device.
+    pub contact_token: String,
+    /// SIP username (user part of the address of record).
+    pub username: String,
+    /// Digest username, when it differs.
+    pub auth_username: Option<String>,
+    /// The SIP password, sealed.
+    pub password_enc: Vec<u8>,
+    /// SIP domain.
+    pub domain: String,
+    /// Outbound proxy (`host[:port]`).
+    pub outbound_proxy: Option<String>,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: Option<String>,
+    /// Display name for the From header.
+    pub display_name: Option<String>,
+    /// `apns`, `fcm` or `quic`.
+    pub push_kind: String,
+    /// The push tokens (JSON), sealed.
+    pub push_enc: Vec<u8>,
+    /// APNs bundle id or FCM project id.
+    pub push_topic: Option<String>,
+    /// APNs `sandbox` or `production`.
+    pub push_env: Option<String>,
+    /// The app's id.
+    pub app_id: String,
+    /// The app's version.
+    pub app_version: String,
+    /// Preferred registration expiry (seconds).
+    pub expires: i64,
+    /// SHA-256 of the device secret returned by the first PUT.
+    pub secret_hash: Vec<u8>,
+    /// Digest of the PUT body, so that the same body again changes nothing.
+    pub body_hash: Vec<u8>,
+    /// Last PUT, Unix milliseconds (idle expiry).
+    pub last_put_ms: i64,
+    /// Last known registration state (`registering`, `registered`, ...).
+    pub state: String,
+    /// Last final status from the upstream (0 if none).
+    pub last_status: i64,
+}
+
+impl std::fmt::Debug for DeviceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Personal data and secrets stay out of logs.
+        f.debug_struct("DeviceRecord")
+            .field("binding_id", &self.binding_id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One write; a batch of them commits in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteOp {
+    /// Insert or replace the whole device.
+    Upsert(Box<DeviceRecord>),
+    /// The same body was PUT again: only the idle clock moves.
+    Touch {
+        /// The device.
+        device_id: String,
+        /// Unix milliseconds.
+        last_put_ms: i64,
+    },
+    /// The registration engine reported a new state.
+    SetState {
+        /// The device.
+        device_id: String,
+        /// State name.
+        state: &'static str,
+        /// Last final status (0 if none).
+        last_status: i64,
+    },
+    /// Forget the device.
+    Delete {
+        /// The device.
+        device_id: String,
+    },
+}
+
+/// Why a store operation failed. The database's own error is reduced to text so that no
+/// driver type leaks through this API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open {backend} store: {detail}")]
+    Open {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// What the driver said.
+        detail: String,
+    },
+    /// A query or commit failed.
+    #[error("{backend} store failed while {during}: {detail}")]
+    Query {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// What was being done.
+        during: &'static str,
+        /// What the driver said.
+        detail: String,
+    },
+    /// A stored row does not decode (a column has an unexpected type or value).
+    #[error("{backend} store holds an undecodable row: {detail}")]
+    Corrupt {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// What did not decode.
+        detail: String,
+    },
+    /// The writer task is gone (shutdown).
+    #[error("the store writer has stopped")]
+    Closed,
+}
+
+/// A device store; see the module documentation. Object-safe, so the gateway holds an
+/// `Arc<dyn Store>` chosen by configuration.
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Applies `ops` in order in one transaction: all of them are durable when this returns
+    /// `Ok`, none are on error.
+    fn apply<'a>(&'a self, ops: &'a [WriteOp]) -> StoreFuture<'a, ()>;
+    /// One device.
+    fn get<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceRecord>>;
+    /// Every device (start-up: the binding table and the engine are rebuilt from this).
+    fn load_all(&self) -> StoreFuture<'_, Vec<DeviceRecord>>;
+    /// Number of devices.
+    fn count(&self) -> StoreFuture<'_, u64>;
+    /// Closes the connections gracefully.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// Opens the configured store: PostgreSQL when `url` is a `postgres://` URL, otherwise
+/// SQLite at `url` (a path) or at `data_dir/vigil.db`. Runs the backend's migrations.
+pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    match url {
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(Arc::new(PgStore::connect(u, None).await?))
+        }
+        Some(path) => Ok(Arc::new(SqliteStore::open(Path::new(path)).await?)),
+        None => Ok(Arc::new(SqliteStore::open(&data_dir.join("vigil.db")).await?)),
+    }
+}
