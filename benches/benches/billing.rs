@@ -29,10 +29,12 @@ struct Svc {
 
 async fn start() -> Svc {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.data_dir = dir.path().to_owned();
-    cfg.admin_token = Some("bench-admin".into());
+    let mut cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        admin_token: Some("bench-admin".into()),
+        ..Config::default()
+    };
     cfg.otp.per_client_per_hour = u32::MAX;
     cfg.enable_dev(Some("1234".into()));
     let state = build_state(cfg).await.unwrap();

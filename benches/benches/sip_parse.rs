@@ -25,7 +25,7 @@ fn vigil_register(buf: &Bytes) -> usize {
     let expires = msg.expires().expect("expires");
     via.branch().map_or(0, str::len)
         + from.tag().map_or(0, str::len)
-        + to.uri().host().map_or(0, str::len)
+        + to.uri().expect("uri").host().map_or(0, str::len)
         + msg.call_id().expect("call-id").len()
         + cseq.seq as usize
         + contact.expires().expect("contact expires").unwrap_or(0) as usize
@@ -52,7 +52,7 @@ fn vigil_register_fields(msg: &Message) -> usize {
     let contact = &contacts.as_slice()[0];
     via.branch().map_or(0, str::len)
         + from.tag().map_or(0, str::len)
-        + to.uri().host().map_or(0, str::len)
+        + to.uri().expect("uri").host().map_or(0, str::len)
         + msg.call_id().expect("call-id").len()
         + cseq.seq as usize
         + contact.expires().expect("contact expires").unwrap_or(0) as usize
@@ -70,7 +70,7 @@ fn vigil_invite(buf: &Bytes) -> usize {
     let ct = msg.content_type().expect("content-type").expect("present");
     via.branch().map_or(0, str::len)
         + from.tag().map_or(0, str::len)
-        + to.uri().host().map_or(0, str::len)
+        + to.uri().expect("uri").host().map_or(0, str::len)
         + msg.call_id().expect("call-id").len()
         + cseq.seq as usize
         + contacts.as_slice().len()
@@ -85,16 +85,24 @@ mod rsip_side {
     pub fn register(buf: &[u8], with_auth: bool) -> usize {
         let req = rsip::Request::try_from(buf).expect("rsip parses");
         let via = req.via_header().expect("via").typed().expect("typed via");
-        let from = req.from_header().expect("from").typed().expect("typed from");
+        let from = req
+            .from_header()
+            .expect("from")
+            .typed()
+            .expect("typed from");
         let to = req.to_header().expect("to").typed().expect("typed to");
         let call_id = req.call_id_header().expect("call-id").value().len();
-        let cseq = req.cseq_header().expect("cseq").typed().expect("typed cseq");
+        let cseq = req
+            .cseq_header()
+            .expect("cseq")
+            .typed()
+            .expect("typed cseq");
         // rsip 0.4 cannot type this Contact (it fails on the quoted `+sip.instance`
         // parameter); count the untyped value so the work done stays comparable.
         let contact = req.contact_header().expect("contact");
-        let contact_n = contact
-            .typed()
-            .map_or(contact.value().len(), |c| c.expires().map_or(0, |e| e.to_string().len()));
+        let contact_n = contact.typed().map_or(contact.value().len(), |c| {
+            c.expires().map_or(0, |e| e.to_string().len())
+        });
         let expires: u32 = req
             .expires_header()
             .expect("expires")
@@ -121,18 +129,26 @@ mod rsip_side {
     pub fn invite(buf: &[u8]) -> usize {
         let req = rsip::Request::try_from(buf).expect("rsip parses");
         let via = req.via_header().expect("via").typed().expect("typed via");
-        let from = req.from_header().expect("from").typed().expect("typed from");
+        let from = req
+            .from_header()
+            .expect("from")
+            .typed()
+            .expect("typed from");
         let to = req.to_header().expect("to").typed().expect("typed to");
         let call_id = req.call_id_header().expect("call-id").value().len();
-        let cseq = req.cseq_header().expect("cseq").typed().expect("typed cseq");
+        let cseq = req
+            .cseq_header()
+            .expect("cseq")
+            .typed()
+            .expect("typed cseq");
         let contact = req
             .contact_header()
             .expect("contact")
             .typed()
             .expect("typed contact");
-        let rr = req.record_route_header().map_or(0, |h| {
-            h.typed().expect("typed record-route").uris().len()
-        });
+        let rr = req
+            .record_route_header()
+            .map_or(0, |h| h.typed().expect("typed record-route").uris().len());
         let ct = req
             .headers()
             .iter()
@@ -230,19 +246,30 @@ mod ezk_side {
 fn bench_register(c: &mut Criterion) {
     let buf = Bytes::from_static(REGISTER);
     // The three parsers must agree that the fixture is what we think it is.
-    assert_eq!(vigil_register(&buf), vigil_register_fields(&Message::parse(buf.clone()).expect("parses")));
+    assert_eq!(
+        vigil_register(&buf),
+        vigil_register_fields(&Message::parse(buf.clone()).expect("parses"))
+    );
     let mut g = c.benchmark_group("register_parse_typed");
     g.throughput(Throughput::Bytes(REGISTER.len() as u64));
     g.bench_function("vigil", |b| b.iter(|| vigil_register(black_box(&buf))));
-    g.bench_function("rsip", |b| b.iter(|| rsip_side::register(black_box(REGISTER), false)));
-    g.bench_function("ezk-sip-types", |b| b.iter(|| ezk_side::register(black_box(&buf), false)));
+    g.bench_function("rsip", |b| {
+        b.iter(|| rsip_side::register(black_box(REGISTER), false))
+    });
+    g.bench_function("ezk-sip-types", |b| {
+        b.iter(|| ezk_side::register(black_box(&buf), false))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("register_parse_typed_auth");
     g.throughput(Throughput::Bytes(REGISTER.len() as u64));
     g.bench_function("vigil", |b| b.iter(|| vigil_register_auth(black_box(&buf))));
-    g.bench_function("rsip", |b| b.iter(|| rsip_side::register(black_box(REGISTER), true)));
-    g.bench_function("ezk-sip-types", |b| b.iter(|| ezk_side::register(black_box(&buf), true)));
+    g.bench_function("rsip", |b| {
+        b.iter(|| rsip_side::register(black_box(REGISTER), true))
+    });
+    g.bench_function("ezk-sip-types", |b| {
+        b.iter(|| ezk_side::register(black_box(&buf), true))
+    });
     g.finish();
 }
 
@@ -252,7 +279,9 @@ fn bench_invite(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(INVITE.len() as u64));
     g.bench_function("vigil", |b| b.iter(|| vigil_invite(black_box(&buf))));
     g.bench_function("rsip", |b| b.iter(|| rsip_side::invite(black_box(INVITE))));
-    g.bench_function("ezk-sip-types", |b| b.iter(|| ezk_side::invite(black_box(&buf))));
+    g.bench_function("ezk-sip-types", |b| {
+        b.iter(|| ezk_side::invite(black_box(&buf)))
+    });
     g.finish();
 }
 

@@ -49,7 +49,8 @@ impl Server {
         let mut sent = 0;
         while let Some(event) = self.txns.poll_event() {
             if let TxnEvent::Request { id, request, .. } = event {
-                let response = ResponseBuilder::for_request(&request, 200, Some("vgl7q2x9")).build();
+                let response =
+                    ResponseBuilder::for_request(&request, 200, Some("vgl7q2x9")).build();
                 self.txns
                     .send_response(self.now, id, response)
                     .expect("transaction accepts its response");

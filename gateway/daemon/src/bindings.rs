@@ -275,8 +275,16 @@ impl Binding {
             ends,
             sealed: sealed.into_boxed_slice(),
             password_len,
-            secret_hash: r.secret_hash.as_slice().try_into().map_err(|_| RecordError::Hash)?,
-            body_hash: r.body_hash.as_slice().try_into().map_err(|_| RecordError::Hash)?,
+            secret_hash: r
+                .secret_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| RecordError::Hash)?,
+            body_hash: r
+                .body_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| RecordError::Hash)?,
             expires: u32::try_from(r.expires).unwrap_or(u32::MAX),
             status: AtomicU64::new(pack(Status {
                 state: DeviceState::parse(&r.state),
@@ -324,7 +332,11 @@ impl Binding {
     /// One text field ("" for an absent optional one).
     pub fn text(&self, field: Text) -> &str {
         let i = field as usize;
-        let start = if i == 0 { 0 } else { usize::from(self.ends[i - 1]) };
+        let start = if i == 0 {
+            0
+        } else {
+            usize::from(self.ends[i - 1])
+        };
         self.text
             .get(start..usize::from(self.ends[i]))
             .expect("ends are char boundaries recorded while building the string")

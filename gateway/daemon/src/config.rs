@@ -99,7 +99,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Whether the API listener runs.
+    /// Whether the API listener (and with it the store and the secret key) runs. Off by
+    /// default until the test harnesses that start several gateways at once give each its
+    /// own API port; `vigil-gateway` deployments set `[api] enabled = true`.
     pub enabled: bool,
     /// Address of the HTTPS listener.
     pub listen: SocketAddr,
@@ -120,7 +122,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             rate_per_sec: 20.0,
             rate_burst: 40,
@@ -327,7 +329,10 @@ impl Config {
             return invalid("api.max_body_bytes", "must be at least 1024 bytes");
         }
         if self.api.idle_expiry_secs == 0 || self.api.sweep_interval_secs == 0 {
-            return invalid("api.idle_expiry_secs", "idle expiry and sweep interval must be positive");
+            return invalid(
+                "api.idle_expiry_secs",
+                "idle expiry and sweep interval must be positive",
+            );
         }
         if self.api.rate_per_sec < 0.0 || !self.api.rate_per_sec.is_finite() {
             return invalid("api.rate_per_sec", "must be a finite non-negative number");

@@ -84,13 +84,22 @@ impl SecretBox {
         let bytes = hex::decode(text)
             .ok()
             .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
-            .or_else(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok())
-            .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text).ok());
-        let key: [u8; 32] = bytes
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| KeyError::Malformed {
-                origin: origin.to_owned(),
-            })?;
+            .or_else(|| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(text)
+                    .ok()
+            })
+            .or_else(|| {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(text)
+                    .ok()
+            });
+        let key: [u8; 32] =
+            bytes
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| KeyError::Malformed {
+                    origin: origin.to_owned(),
+                })?;
         Ok(Self::from_key(&key))
     }
 

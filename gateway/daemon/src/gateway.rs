@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -14,8 +15,14 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use vigil_proto::txn::{Transport, TxnConfig};
 
+use crate::api::registrar::{ChannelRegistrar, RegCommand};
+use crate::api::server::ApiListener;
+use crate::api::ApiState;
+use crate::bindings::{Binding, BindingTable};
 use crate::config::{Config, ListenSpec};
+use crate::crypto::{KeyError, SecretBox};
 use crate::driver::CoreDriver;
+use crate::store::{BatchConfig, Store, StoreError, WriteBatcher};
 use crate::tls::{TlsContext, TlsSetupError};
 use crate::transport::{Lifecycle, Transports};
 
@@ -43,6 +50,15 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error("cannot bind SIP listeners: {0}")]
     Bind(std::io::Error),
+    /// The key for secrets at rest is missing or unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The device store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The API listener could not be bound.
+    #[error("cannot bind the API listener: {0}")]
+    ApiBind(std::io::Error),
 }
 
 /// How shutdown went.
@@ -59,6 +75,9 @@ pub struct Gateway {
     life: Lifecycle,
     grace: Duration,
     tls: Option<TlsContext>,
+    api_addr: Option<SocketAddr>,
+    api: Option<Arc<ApiState>>,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Gateway {
@@ -70,11 +89,12 @@ impl Gateway {
             path: config.data_dir.clone(),
             source,
         })?;
-        let needs_tls = config
-            .sip
-            .listen
-            .iter()
-            .any(|l| l.transport == Transport::Tls);
+        let needs_tls = config.api.enabled
+            || config
+                .sip
+                .listen
+                .iter()
+                .any(|l| l.transport == Transport::Tls);
         let tls = if needs_tls {
             Some(TlsContext::load(&config.sip.tls, &config.data_dir)?)
         } else {
@@ -87,6 +107,13 @@ impl Gateway {
             .map_err(StartError::Bind)?;
         let driver = CoreDriver::new(transports.clone(), TxnConfig::default());
         life.tracker.spawn(driver.run(rx, life.shutdown.clone()));
+        let (api_addr, api, store) = match (&tls, config.api.enabled) {
+            (Some(tls), true) => {
+                let (addr, state, store) = start_api(config, tls, &life).await?;
+                (Some(addr), Some(state), Some(store))
+            }
+            _ => (None, None, None),
+        };
         info!(
             listeners = transports.listeners().len(),
             data_dir = %config.data_dir.display(),
@@ -97,7 +124,20 @@ impl Gateway {
             life,
             grace: config.sip.shutdown_grace(),
             tls,
+            api_addr,
+            api,
+            store,
         })
+    }
+
+    /// The bound address of the HTTPS intake API, if it runs.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    /// The intake API's shared state (binding table, store writer), if it runs.
+    pub fn api_state(&self) -> Option<&Arc<ApiState>> {
+        self.api.as_ref()
     }
 
     /// The bound listeners, with actual ports.
@@ -149,7 +189,86 @@ impl Gateway {
             self.life.abort.cancel();
             self.life.tracker.wait().await;
         }
+        if let Some(store) = &self.store {
+            store.close().await;
+        }
         info!(graceful, "gateway stopped");
         ShutdownReport { graceful }
     }
+}
+
+/// Opens the key, the store and the binding table, re-submits every stored binding to the
+/// registration engine (which paces them), and starts the HTTPS intake API and its idle sweep.
+async fn start_api(
+    config: &Config,
+    tls: &TlsContext,
+    life: &Lifecycle,
+) -> Result<(SocketAddr, Arc<ApiState>, Arc<dyn Store>), StartError> {
+    let env_key = std::env::var(crate::crypto::KEY_ENV).ok();
+    let secrets = SecretBox::load(
+        env_key.as_deref(),
+        config.crypto.key_file.as_deref(),
+        &config.data_dir,
+        config.crypto.production,
+    )?;
+    let store = crate::store::open(config.store.url.as_deref(), &config.data_dir).await?;
+    let batcher = WriteBatcher::spawn(
+        store.clone(),
+        BatchConfig {
+            window: Duration::from_millis(config.store.batch_window_ms),
+            max_batch: config.store.max_batch,
+            ..BatchConfig::default()
+        },
+    );
+    let table = Arc::new(BindingTable::new());
+    // The engine seam: commands queue here until the core driver takes them (see
+    // `api::registrar`). Until the driver consumes this channel, a drain task counts them.
+    let (registrar, mut commands) = ChannelRegistrar::new();
+    let mut restored = 0usize;
+    for record in store.load_all().await? {
+        match Binding::from_record(&record) {
+            Ok(b) => {
+                let b = Arc::new(b);
+                table.insert(b.clone());
+                let _ = crate::api::registrar::Registrar::submit(&registrar, RegCommand::Upsert(b));
+                restored += 1;
+            }
+            Err(error) => warn!(%error, "stored device skipped"),
+        }
+    }
+    let shutdown = life.shutdown.clone();
+    life.tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                cmd = commands.recv() => match cmd {
+                    Some(_) => metrics::counter!("vigil_reg_commands_unrouted_total").increment(1),
+                    None => return,
+                },
+            }
+        }
+    });
+    let state = ApiState::new(
+        table,
+        batcher,
+        secrets,
+        Arc::new(registrar),
+        config.api.clone(),
+    );
+    let listener = ApiListener::bind(
+        config.api.listen,
+        &tls.server,
+        Duration::from_secs(config.api.tls_handshake_timeout_secs),
+    )
+    .await
+    .map_err(StartError::ApiBind)?;
+    let addr = listener.local_addr().map_err(StartError::ApiBind)?;
+    crate::api::spawn_idle_sweep(state.clone(), life.shutdown.clone());
+    life.tracker.spawn(listener.serve(
+        crate::api::router(state.clone()),
+        life.shutdown.clone(),
+        life.tracker.clone(),
+    ));
+    info!(%addr, backend = store.backend(), restored, "intake API started");
+    Ok((addr, state, store))
 }

@@ -14,12 +14,20 @@ pub fn digest_challenge(data: &[u8]) {
     if let Ok(list) = parse_challenge_list(s) {
         for c in list.into_iter().flatten() {
             let printed = c.to_string();
-            assert_eq!(Challenge::parse(&printed).as_ref(), Ok(&c), "challenge {printed:?}");
+            assert_eq!(
+                Challenge::parse(&printed).as_ref(),
+                Ok(&c),
+                "challenge {printed:?}"
+            );
         }
     }
     if let Ok(c) = Credentials::parse(s) {
         let printed = c.to_string();
-        assert_eq!(Credentials::parse(&printed).as_ref(), Ok(&c), "credentials {printed:?}");
+        assert_eq!(
+            Credentials::parse(&printed).as_ref(),
+            Ok(&c),
+            "credentials {printed:?}"
+        );
     }
 }
 
@@ -104,7 +112,9 @@ fn exercise(m: &crate::msg::Message) {
         .chain(m.record_routes().flatten())
     {
         let _ = (na.display_name(), na.tag(), na.params().iter().count());
-        uri_accessors(na.uri());
+        if let Ok(u) = na.uri() {
+            uri_accessors(&u);
+        }
     }
     if let Ok(cs) = m.contacts() {
         for c in cs.as_slice() {
@@ -118,7 +128,9 @@ fn exercise(m: &crate::msg::Message) {
                 c.pn_prid(),
                 c.pn_purr(),
             );
-            uri_accessors(c.uri());
+            if let Ok(u) = c.uri() {
+                uri_accessors(&u);
+            }
         }
     }
     let _ = (

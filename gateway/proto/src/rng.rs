@@ -96,7 +96,10 @@ mod tests {
         let mut b = CoreRng::from_seed(7);
         assert_eq!(a.branch(), b.branch());
         assert_eq!(a.tag(), b.tag());
-        assert_ne!(CoreRng::from_seed(8).call_id(), CoreRng::from_seed(7).call_id());
+        assert_ne!(
+            CoreRng::from_seed(8).call_id(),
+            CoreRng::from_seed(7).call_id()
+        );
     }
 
     #[test]

@@ -171,7 +171,10 @@ fn wsinv() {
     let to = m.to_hdr().expect("TO :");
     assert_eq!(to.tag(), Some("1918181833n"));
     assert!(!to.is_bracketed());
-    assert_eq!(to.uri().host(), Some("chair-dnrc.example.com"));
+    assert_eq!(
+        to.uri().expect("uri").host(),
+        Some("chair-dnrc.example.com")
+    );
     let from = m.from_hdr().expect("from   :");
     assert_eq!(from.display_name().as_deref(), Some(r#"J Rosenberg \""#));
     assert_eq!(from.tag(), Some("98asjd8"));
@@ -217,12 +220,20 @@ fn wsinv() {
     );
     let routes: Vec<_> = m.routes().map(|r| r.expect("route")).collect();
     assert_eq!(routes.len(), 1);
-    assert!(routes[0].uri().lr());
+    assert!(routes[0].uri().expect("uri").lr());
     assert_eq!(
-        routes[0].uri().param("unknownwith").flatten().as_deref(),
+        routes[0]
+            .uri()
+            .expect("uri")
+            .param("unknownwith")
+            .flatten()
+            .as_deref(),
         Some("value")
     );
-    assert_eq!(routes[0].uri().param("unknown-no-value"), Some(None));
+    assert_eq!(
+        routes[0].uri().expect("uri").param("unknown-no-value"),
+        Some(None)
+    );
     let contacts = m.contacts().expect("m:");
     let c = &contacts.as_slice()[0];
     assert_eq!(c.display_name().as_deref(), Some(r#"Quoted string """#));
@@ -298,15 +309,25 @@ fn esc01() {
     assert_eq!(u.user().as_deref(), Some("sips:user@example.com"));
     assert_eq!(u.host(), Some("example.net"));
     assert_eq!(
-        m.to_hdr().expect("to").uri().user().as_deref(),
+        m.to_hdr()
+            .expect("to")
+            .uri()
+            .expect("uri")
+            .user()
+            .as_deref(),
         Some("user")
     );
     assert_eq!(
-        m.from_hdr().expect("from").uri().user().as_deref(),
+        m.from_hdr()
+            .expect("from")
+            .uri()
+            .expect("uri")
+            .user()
+            .as_deref(),
         Some("I have spaces")
     );
     let contacts = m.contacts().expect("contact");
-    let c = contacts.as_slice()[0].uri();
+    let c = contacts.as_slice()[0].uri().expect("uri");
     assert_eq!(c.user().as_deref(), Some("caller"));
     assert!(c.lr(), "%6C%72 is lr");
     // Decoded once: v%61lue%25%34%31 is value%41, not valueA.
@@ -324,18 +345,28 @@ fn esc01() {
 fn escnull() {
     let m = valid("escnull");
     assert_eq!(
-        m.to_hdr().expect("to").uri().user().as_deref(),
+        m.to_hdr()
+            .expect("to")
+            .uri()
+            .expect("uri")
+            .user()
+            .as_deref(),
         Some("null-\0-null")
     );
     assert_eq!(
-        m.from_hdr().expect("from").uri().user().as_deref(),
+        m.from_hdr()
+            .expect("from")
+            .uri()
+            .expect("uri")
+            .user()
+            .as_deref(),
         Some("null-\0-null")
     );
     let contacts = m.contacts().expect("contacts");
     let users: Vec<_> = contacts
         .as_slice()
         .iter()
-        .map(|c| c.uri().user().expect("user").into_owned())
+        .map(|c| c.uri().expect("uri").user().expect("user").into_owned())
         .collect();
     assert_eq!(users, vec!["\0".to_owned(), "\0\0".to_owned()]);
 }
@@ -361,7 +392,7 @@ fn esc02() {
     let hosts: Vec<_> = contacts
         .as_slice()
         .iter()
-        .map(|c| c.uri().host().expect("sip"))
+        .map(|c| c.uri().expect("uri").host().expect("sip"))
         .collect();
     assert_eq!(hosts, vec!["host1.example.com", "host3.example.com"]);
     assert_eq!(
@@ -386,16 +417,22 @@ fn longreq() {
     let to = m.to_hdr().expect("to");
     let dn = to.display_name().expect("display name");
     assert!(dn.starts_with("I have a user name of extremeextreme") && dn.ends_with("proportion"));
-    assert_eq!(to.uri().port(), Some(6000));
+    assert_eq!(to.uri().expect("uri").port(), Some(6000));
     assert_eq!(to.tag(), None);
-    let p = to.uri().param("longparamnamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamename");
+    let p = to.uri().expect("uri").param("longparamnamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamenamename");
     assert_eq!(p, Some(Some("shortvalue".into())));
-    let (long_name, none) = to.uri().params().last().expect("three params");
+    let (long_name, none) = to
+        .uri()
+        .expect("uri")
+        .params()
+        .last()
+        .expect("three params");
     assert!(long_name.len() > 90 && none.is_none() && raw.contains(long_name.as_ref()));
     let from = m.from_hdr().expect("F:");
     assert!(from.tag().expect("tag").len() > 100);
     assert!(from
         .uri()
+        .expect("uri")
         .user()
         .expect("user")
         .starts_with("amazinglylongcallername"));
@@ -817,15 +854,21 @@ fn unksm2() {
     let m = valid("unksm2");
     let to = m.to_hdr().expect("to");
     assert_eq!(
-        (to.uri().scheme_str(), to.uri().opaque()),
+        (
+            to.uri().expect("uri").scheme_str(),
+            to.uri().expect("uri").opaque()
+        ),
         ("isbn", Some("2983792873"))
     );
     let from = m.from_hdr().expect("from");
-    assert_eq!(from.uri().scheme_str(), "http");
+    assert_eq!(from.uri().expect("uri").scheme_str(), "http");
     assert_eq!(from.tag(), Some("3234233"));
     let contacts = m.contacts().expect("contact");
-    assert_eq!(contacts.as_slice()[0].uri().as_str(), "name:John_Smith");
-    assert!(!contacts.as_slice()[0].uri().is_sip());
+    assert_eq!(
+        contacts.as_slice()[0].uri().expect("uri").as_str(),
+        "name:John_Smith"
+    );
+    assert!(!contacts.as_slice()[0].uri().expect("uri").is_sip());
 }
 
 #[test]
@@ -916,8 +959,15 @@ fn cparam01() {
     let contacts = m.contacts().expect("contact");
     let c = &contacts.as_slice()[0];
     assert_eq!(c.param("unknownparam"), Some(None), "a contact parameter");
-    assert_eq!(c.uri().param("unknownparam"), None, "not a URI parameter");
-    assert_eq!(c.uri().to_string(), "sip:+19725552222@gw1.example.net");
+    assert_eq!(
+        c.uri().expect("uri").param("unknownparam"),
+        None,
+        "not a URI parameter"
+    );
+    assert_eq!(
+        c.uri().expect("uri").to_string(),
+        "sip:+19725552222@gw1.example.net"
+    );
 }
 
 #[test]
@@ -926,9 +976,9 @@ fn cparam02() {
     let contacts = m.contacts().expect("contact");
     let c = &contacts.as_slice()[0];
     assert_eq!(c.param("unknownparam"), None);
-    assert_eq!(c.uri().param("unknownparam"), Some(None));
+    assert_eq!(c.uri().expect("uri").param("unknownparam"), Some(None));
     assert_eq!(
-        c.uri().to_string(),
+        c.uri().expect("uri").to_string(),
         "sip:+19725552222@gw1.example.net;unknownparam"
     );
 }
@@ -937,7 +987,7 @@ fn cparam02() {
 fn regescrt() {
     let m = valid("regescrt");
     let contacts = m.contacts().expect("M:");
-    let u = contacts.as_slice()[0].uri();
+    let u = contacts.as_slice()[0].uri().expect("uri");
     assert_eq!(u.headers_raw(), Some("Route=%3Csip:sip.example.com%3E"));
     assert_eq!(
         u.headers().next(),
@@ -988,7 +1038,12 @@ fn inv2543() {
     );
     let rr: Vec<_> = m.record_routes().map(|r| r.expect("rr")).collect();
     assert_eq!(
-        rr[0].uri().param("maddr").flatten().as_deref(),
+        rr[0]
+            .uri()
+            .expect("uri")
+            .param("maddr")
+            .flatten()
+            .as_deref(),
         Some("ss1.example.com")
     );
 }

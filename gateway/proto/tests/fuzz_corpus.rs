@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
     let entries = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("fuzz corpus {} is missing: {e}", dir.display()));
     let mut inputs: Vec<(PathBuf, Vec<u8>)> = entries
@@ -27,7 +29,11 @@ fn replay(target: &str, body: fn(&[u8])) -> usize {
     for (path, data) in &inputs {
         // A panic here names the input that broke the target.
         let result = std::panic::catch_unwind(|| body(data));
-        assert!(result.is_ok(), "fuzz target {target} panicked on {}", path.display());
+        assert!(
+            result.is_ok(),
+            "fuzz target {target} panicked on {}",
+            path.display()
+        );
     }
     inputs.len()
 }

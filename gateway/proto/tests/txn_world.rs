@@ -216,8 +216,8 @@ impl Endpoint {
     /// Where the 2xx came from: the request URI host in this toy is the peer address.
     fn txns_peer_of(&self, response: &Message) -> Peer {
         let to = response.to_hdr().expect("To");
-        let host = to.uri().host().expect("host").to_owned();
-        let port = to.uri().port().expect("port");
+        let host = to.uri().expect("uri").host().expect("host").to_owned();
+        let port = to.uri().expect("uri").port().expect("port");
         let addr: SocketAddr = format!("{host}:{port}").parse().expect("address");
         let transport = Transport::from_via_token(response.top_via().expect("Via").transport())
             .expect("known transport");

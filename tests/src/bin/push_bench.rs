@@ -26,7 +26,10 @@ use vigil_sim::mock::{ApnsSigningKey, Faults};
 use vigil_tests::push::{apns_token, call, ApnsEnv, BUNDLE};
 
 fn arg(i: usize, default: u64) -> u64 {
-    std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 fn print_hist(name: &str, h: &Histogram<u64>) {
@@ -55,7 +58,8 @@ async fn main() {
     })
     .await;
     let client = Arc::new(env.client().await);
-    let req = Arc::new(build_apns(&call("bench"), BUNDLE, Duration::from_secs(30)).expect("payload"));
+    let req =
+        Arc::new(build_apns(&call("bench"), BUNDLE, Duration::from_secs(30)).expect("payload"));
 
     // 1. Vigil's client.
     let run = |n: u64, base: u64| {
@@ -66,7 +70,8 @@ async fn main() {
             let t0 = Instant::now();
             let mut tasks = Vec::new();
             for _ in 0..concurrency {
-                let (client, req, next) = (Arc::clone(&client), Arc::clone(&req), Arc::clone(&next));
+                let (client, req, next) =
+                    (Arc::clone(&client), Arc::clone(&req), Arc::clone(&next));
                 tasks.push(tokio::spawn(async move {
                     let mut ok = 0u64;
                     loop {
@@ -76,7 +81,11 @@ async fn main() {
                         }
                         let id = format!("00000000-0000-4000-8000-{:012x}", base + i);
                         let deadline = Instant::now() + Duration::from_secs(30);
-                        if client.send(&apns_token(i % 1000), &req, &id, deadline).await == Outcome::Accepted {
+                        if client
+                            .send(&apns_token(i % 1000), &req, &id, deadline)
+                            .await
+                            == Outcome::Accepted
+                        {
                             ok += 1;
                         }
                     }
@@ -99,14 +108,34 @@ async fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let body = dir.join("body.json");
     std::fs::write(&body, &req.body).expect("body file");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let jwt = h2load_key.provider_token(now);
-    let url = format!("https://localhost:{}/3/device/{}", env.mock.addr.port(), apns_token(1).expose());
+    let url = format!(
+        "https://localhost:{}/3/device/{}",
+        env.mock.addr.port(),
+        apns_token(1).expose()
+    );
     let per_conn = (concurrency / 2).to_string();
     let out = Command::new("h2load")
-        .args(["-n", &pushes.to_string(), "-c", "2", "-m", &per_conn, "-t", "1"])
+        .args([
+            "-n",
+            &pushes.to_string(),
+            "-c",
+            "2",
+            "-m",
+            &per_conn,
+            "-t",
+            "1",
+        ])
         .args(["-H", &format!("authorization: bearer {jwt}")])
-        .args(["-H", "apns-push-type: voip", "-H", &format!("apns-topic: {BUNDLE}.voip")])
+        .args([
+            "-H",
+            "apns-push-type: voip",
+            "-H",
+            &format!("apns-topic: {BUNDLE}.voip"),
+        ])
         .args(["-H", "apns-priority: 10", "-H", "apns-expiration: 0"])
         .args(["-H", "content-type: application/json", "-d"])
         .arg(&body)
@@ -116,8 +145,14 @@ async fn main() {
     match out {
         Ok(o) => {
             let text = String::from_utf8_lossy(&o.stdout);
-            let finished = text.lines().find(|l| l.starts_with("finished in")).unwrap_or("h2load printed no summary");
-            let codes = text.lines().find(|l| l.starts_with("status codes")).unwrap_or("");
+            let finished = text
+                .lines()
+                .find(|l| l.starts_with("finished in"))
+                .unwrap_or("h2load printed no summary");
+            let codes = text
+                .lines()
+                .find(|l| l.starts_with("status codes"))
+                .unwrap_or("");
             println!("h2load: {finished}; {codes}");
             let h2rate = finished
                 .split(", ")
@@ -133,16 +168,22 @@ async fn main() {
 
     // 3. Dispatch latency at a fixed rate.
     let total = (rate * secs) as usize;
-    let submitted: Arc<Vec<AtomicU64>> = Arc::new((0..=total + 1).map(|_| AtomicU64::new(0)).collect());
+    let submitted: Arc<Vec<AtomicU64>> =
+        Arc::new((0..=total + 1).map(|_| AtomicU64::new(0)).collect());
     let queue_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
     let t_base = Instant::now();
     let observer: TransmitObserver = {
         let (submitted, queue_hist) = (Arc::clone(&submitted), Arc::clone(&queue_hist));
         Arc::new(move |id| {
-            let at = submitted.get(id.0 as usize).map_or(0, |a| a.load(Ordering::Relaxed));
+            let at = submitted
+                .get(id.0 as usize)
+                .map_or(0, |a| a.load(Ordering::Relaxed));
             let now = t_base.elapsed().as_nanos() as u64;
             if at > 0 {
-                let _ = queue_hist.lock().expect("not poisoned").record(now.saturating_sub(at) / 1000);
+                let _ = queue_hist
+                    .lock()
+                    .expect("not poisoned")
+                    .record(now.saturating_sub(at) / 1000);
             }
         })
     };
@@ -164,7 +205,8 @@ async fn main() {
                     Some(PushEvent::Sent { id }) => {
                         sent += 1;
                         let at = submitted[id.0 as usize].load(Ordering::Relaxed);
-                        let _ = e2e.record((t_base.elapsed().as_nanos() as u64).saturating_sub(at) / 1000);
+                        let _ = e2e
+                            .record((t_base.elapsed().as_nanos() as u64).saturating_sub(at) / 1000);
                     }
                     Some(other) => println!("unexpected event {other:?}"),
                     None => break,
@@ -189,7 +231,10 @@ async fn main() {
             let s = h
                 .submit(PushRequest {
                     credential: cred,
-                    target: Target::Apns { token: apns_token(n as u64), bundle_id: BUNDLE.into() },
+                    target: Target::Apns {
+                        token: apns_token(n as u64),
+                        bundle_id: BUNDLE.into(),
+                    },
                     notice: call(&format!("lat-{n}")),
                     deadline: now + Duration::from_secs(30),
                 })
@@ -201,7 +246,10 @@ async fn main() {
     let offered = total as f64 / t0.elapsed().as_secs_f64();
     let (sent, e2e) = collector.await.expect("collector");
     println!("dispatch at {offered:.0} pushes/s offered for {secs}s: {sent}/{total} sent");
-    print_hist("  submit → handed to client (queue latency)", &queue_hist.lock().expect("not poisoned"));
+    print_hist(
+        "  submit → handed to client (queue latency)",
+        &queue_hist.lock().expect("not poisoned"),
+    );
     print_hist("  submit → accepted by mock APNs (end to end)", &e2e);
     h.shutdown();
 }

@@ -272,7 +272,11 @@ fn new_record(
     let token = ContactToken::random();
     let push_json = serde_json::to_vec(&req.push).expect("serializing plain structs cannot fail");
     let (kind, topic, env) = match &req.push {
-        PushTarget::Apns(a) => ("apns", Some(a.bundle_id.clone()), Some(a.environment.clone())),
+        PushTarget::Apns(a) => (
+            "apns",
+            Some(a.bundle_id.clone()),
+            Some(a.environment.clone()),
+        ),
         PushTarget::Fcm(f) => ("fcm", Some(f.project_id.clone()), None),
         PushTarget::Quic(_) => ("quic", None, None),
     };
@@ -330,7 +334,9 @@ fn authorize(
         debug!(token = %b.token, "unauthorized call");
         ApiError::unauthorized("wrong or missing device secret or SIP credentials")
     };
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let creds_ok = |user: &str, password: &str| -> Result<bool, ApiError> {
         let user_ok = bool::from(user.as_bytes().ct_eq(b.text(Text::Username).as_bytes()));
         Ok(same_password(st, b, password)? && user_ok)

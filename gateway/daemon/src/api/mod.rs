@@ -156,7 +156,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 ..ApiError::not_found()
             }
         })
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit_and_measure))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit_and_measure,
+        ))
         .with_state(state)
 }
 

@@ -43,23 +43,27 @@ pub trait Registrar: Send + Sync + 'static {
     fn submit(&self, cmd: RegCommand) -> Result<(), RegistrarBusy>;
 }
 
-/// A [`Registrar`] backed by a bounded channel, read by the task that drives the engine.
+/// A [`Registrar`] backed by a channel, read by the task that drives the engine.
+///
+/// Unbounded on purpose: a command holds only an `Arc` of a binding that the table holds
+/// anyway (or a token), and the API is rate limited, so the queue is bounded by the table;
+/// refusing a command instead would leave a stored binding the engine never heard of.
 #[derive(Debug, Clone)]
 pub struct ChannelRegistrar {
-    tx: mpsc::Sender<RegCommand>,
+    tx: mpsc::UnboundedSender<RegCommand>,
 }
 
 impl ChannelRegistrar {
     /// A registrar and the receiving end for the engine's driver.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<RegCommand>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<RegCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         (Self { tx }, rx)
     }
 }
 
 impl Registrar for ChannelRegistrar {
     fn submit(&self, cmd: RegCommand) -> Result<(), RegistrarBusy> {
-        self.tx.try_send(cmd).map_err(|_| RegistrarBusy)
+        self.tx.send(cmd).map_err(|_| RegistrarBusy)
     }
 }
 

@@ -23,11 +23,18 @@ use tracing::debug;
 use super::ClientAddr;
 
 /// A bound API listener, not yet serving.
-#[derive(Debug)]
 pub struct ApiListener {
     listener: TcpListener,
     tls: TlsAcceptor,
     handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiListener")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiListener {
@@ -84,7 +91,8 @@ impl ApiListener {
                     req.map(axum::body::Body::new)
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                let conn =
+                    builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 tokio::pin!(conn);
                 tokio::select! {
                     res = conn.as_mut() => {

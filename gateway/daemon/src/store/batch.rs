@@ -130,9 +130,7 @@ async fn writer(
         stats.commits.fetch_add(1, Ordering::Relaxed);
         match &result {
             Ok(()) => {
-                stats
-                    .writes
-                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
+                stats.writes.fetch_add(ops.len() as u64, Ordering::Relaxed);
                 metrics::counter!("vigil_store_commits_total").increment(1);
                 metrics::histogram!("vigil_store_batch_size").record(ops.len() as f64);
             }

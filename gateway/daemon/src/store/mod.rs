@@ -150,7 +150,7 @@ pub enum StoreError {
 
 /// A device store; see the module documentation. Object-safe, so the gateway holds an
 /// `Arc<dyn Store>` chosen by configuration.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies `ops` in order in one transaction: all of them are durable when this returns
@@ -174,6 +174,8 @@ pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>, 
             Ok(Arc::new(PgStore::connect(u, None).await?))
         }
         Some(path) => Ok(Arc::new(SqliteStore::open(Path::new(path)).await?)),
-        None => Ok(Arc::new(SqliteStore::open(&data_dir.join("vigil.db")).await?)),
+        None => Ok(Arc::new(
+            SqliteStore::open(&data_dir.join("vigil.db")).await?,
+        )),
     }
 }

@@ -49,7 +49,9 @@ fn query_err(backend: &'static str, during: &'static str) -> impl Fn(sqlx::Error
 macro_rules! sql_store {
     ($store:ident, $backend:literal) => {
         impl $store {
-            fn decode(row: &<<$store as HasDb>::Db as sqlx::Database>::Row) -> Result<DeviceRecord, StoreError> {
+            fn decode(
+                row: &<<$store as HasDb>::Db as sqlx::Database>::Row,
+            ) -> Result<DeviceRecord, StoreError> {
                 let corrupt = |e: sqlx::Error| StoreError::Corrupt {
                     backend: $backend,
                     detail: e.to_string(),
@@ -82,7 +84,11 @@ macro_rules! sql_store {
 
             async fn apply_ops(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
                 let e = |during| query_err($backend, during);
-                let mut tx = self.pool.begin().await.map_err(e("beginning a transaction"))?;
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(e("beginning a transaction"))?;
                 for op in ops {
                     match op {
                         WriteOp::Upsert(d) => {
@@ -195,7 +201,9 @@ macro_rules! sql_store {
                 })
             }
 
-            fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+            fn close(
+                &self,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
                 Box::pin(self.pool.close())
             }
         }

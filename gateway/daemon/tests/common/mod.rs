@@ -111,8 +111,8 @@ pub fn assert_echoes(request: &str, response: &Message) -> String {
     );
     let to = response.to_hdr().expect("To");
     assert_eq!(
-        to.uri().to_string(),
-        req.to_hdr().expect("To").uri().to_string()
+        to.uri().expect("uri").to_string(),
+        req.to_hdr().expect("To").uri().expect("uri").to_string()
     );
     let tag = to.tag().expect("the UAS adds a To-tag");
     assert!(!tag.is_empty());

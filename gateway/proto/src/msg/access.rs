@@ -278,6 +278,22 @@ impl Message {
         NameAddr::parse(v).map_err(|e| ParseError::value(HeaderName::from_code(code), e))
     }
 
+    /// [`Message::name_addr`] with the URI parsed too.
+    fn name_addr_checked(&self, code: Code) -> Result<NameAddr<'_>, ParseError> {
+        let v = self.single(code)?;
+        NameAddr::parse_checked(v).map_err(|e| ParseError::value(HeaderName::from_code(code), e))
+    }
+
+    /// The To header, URI included: `Err` if the To header or its URI is malformed.
+    pub(crate) fn checked_to_hdr(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.name_addr_checked(Code::To)
+    }
+
+    /// The From header, URI included.
+    pub(crate) fn checked_from_hdr(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.name_addr_checked(Code::From)
+    }
+
     /// The From header (`from_hdr` because `from` reads like a conversion).
     pub fn from_hdr(&self) -> Result<NameAddr<'_>, ParseError> {
         self.name_addr(Code::From)
@@ -287,8 +303,21 @@ impl Message {
         self.name_addr(Code::To)
     }
 
-    /// All Contact values. `*` must stand alone (RFC 3261 §10.2.2).
+    /// All Contact values. `*` must stand alone (RFC 3261 §10.2.2). Each URI is parsed
+    /// when asked for ([`Contact::uri`]).
     pub fn contacts(&self) -> Result<Contacts<'_>, ParseError> {
+        self.contacts_with(Contact::parse_prefix)
+    }
+
+    /// [`Message::contacts`] with every URI parsed too.
+    pub(crate) fn contacts_checked(&self) -> Result<Contacts<'_>, ParseError> {
+        self.contacts_with(Contact::parse_prefix_checked)
+    }
+
+    fn contacts_with<'a>(
+        &'a self,
+        parse: fn(&'a str) -> Result<(Contact<'a>, &'a str), ValueError>,
+    ) -> Result<Contacts<'a>, ParseError> {
         let err = |k| ParseError::value(HeaderName::Contact, k);
         let mut list = smallvec::SmallVec::new();
         let mut star = false;
@@ -302,7 +331,7 @@ impl Message {
                 star = true;
                 continue;
             }
-            for c in ListIter::new(v, Contact::parse_prefix) {
+            for c in ListIter::new(v, parse) {
                 list.push(c.map_err(err)?);
             }
         }
@@ -437,22 +466,30 @@ impl Message {
                 return Err(ParseError::RequestUriHeaders);
             }
         }
-        self.top_via()?;
+        // Every Via, top first, each parsed once; none at all is the top Via's error.
+        let mut vias = 0usize;
         for v in self.vias() {
             v?;
+            vias += 1;
         }
-        self.from_hdr()?;
-        self.to_hdr()?;
+        if vias == 0 {
+            return Err(ParseError::MissingHeader(HeaderName::Via));
+        }
+        self.name_addr_checked(Code::From)?;
+        self.name_addr_checked(Code::To)?;
         self.call_id()?;
         self.cseq()?;
         self.max_forwards()?;
         self.expires()?;
         self.min_expires()?;
-        for c in self.contacts()?.as_slice() {
+        for c in self.contacts_checked()?.as_slice() {
             c.expires()
                 .map_err(|e| ParseError::value(HeaderName::Contact, e))?;
         }
-        for r in self.routes().chain(self.record_routes()) {
+        for r in self
+            .parsed_list(Code::Route, NameAddr::parse_prefix_checked)
+            .chain(self.parsed_list(Code::RecordRoute, NameAddr::parse_prefix_checked))
+        {
             r?;
         }
         self.content_type()?;

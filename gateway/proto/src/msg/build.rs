@@ -27,11 +27,41 @@ fn span(off: usize, len: usize) -> Span {
     }
 }
 
-/// Pushes `s` with every byte for which `bad` holds replaced by `with`.
+/// Pushes `s` with every byte for which `bad` holds replaced by `with`. Clean input (the
+/// usual case) is copied in one `put_slice` rather than byte by byte.
 fn put_sanitized(out: &mut BytesMut, s: &[u8], bad: impl Fn(u8) -> bool, with: u8) {
+    if !s.iter().any(|&b| bad(b)) {
+        out.put_slice(s);
+        return;
+    }
+    out.reserve(s.len());
     for &b in s {
         out.put_u8(if bad(b) { with } else { b });
     }
+}
+
+/// Pushes `s` with CR and LF replaced by spaces, so a value cannot end its line early.
+fn put_value(out: &mut BytesMut, s: &[u8]) {
+    if memchr::memchr2(b'\r', b'\n', s).is_none() {
+        out.put_slice(s);
+    } else {
+        put_sanitized(out, s, |b| b == b'\r' || b == b'\n', b' ');
+    }
+}
+
+/// The decimal digits of `n`, written into `buf` without going through `fmt`.
+fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 impl Printer {
@@ -66,7 +96,9 @@ impl Printer {
     pub(crate) fn response(status: u16, reason: &str) -> Printer {
         let mut out = BytesMut::with_capacity(512);
         let status = status.clamp(100, 699);
-        out.put_slice(format!("SIP/2.0 {status} ").as_bytes());
+        out.put_slice(b"SIP/2.0 ");
+        out.put_slice(decimal(&mut [0; 20], u64::from(status)).as_bytes());
+        out.put_u8(b' ');
         let r_off = out.len();
         put_sanitized(
             &mut out,
@@ -88,22 +120,26 @@ impl Printer {
 
     /// Writes `name: value` CRLF. `raw_name` is how the name is spelt on the wire.
     pub(crate) fn header_raw(&mut self, raw_name: &str, value: &str) {
+        self.line(raw_name, None, value, "");
+    }
+
+    /// Writes `name: value suffix` CRLF. `code` is the name's code when the caller knows it
+    /// (a known [`HeaderName`]), which saves looking the printed name up again.
+    fn line(&mut self, raw_name: &str, code: Option<Code>, value: &str, suffix: &str) {
         let name_off = self.out.len();
         let n = if raw_name.is_empty() { "X" } else { raw_name };
         // The parser takes names of at most 65535 bytes.
         let n = &n.as_bytes()[..n.len().min(usize::from(u16::MAX))];
         put_sanitized(&mut self.out, n, |b| !is_token(b), b'_');
         let name_len = (self.out.len() - name_off).min(usize::from(u16::MAX));
-        let code = Code::lookup(&self.out[name_off..name_off + name_len]);
+        let code = code.or_else(|| Code::lookup(&self.out[name_off..name_off + name_len]));
         self.out.put_slice(b": ");
         let v = value.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8));
         let v_off = self.out.len();
-        put_sanitized(
-            &mut self.out,
-            v.as_bytes(),
-            |b| b == b'\r' || b == b'\n',
-            b' ',
-        );
+        put_value(&mut self.out, v.as_bytes());
+        if !suffix.is_empty() {
+            put_value(&mut self.out, suffix.as_bytes());
+        }
         let v_len = self.out.len() - v_off;
         self.out.put_slice(b"\r\n");
         self.headers.push(HeaderSpan {
@@ -115,7 +151,7 @@ impl Printer {
     }
 
     pub(crate) fn header(&mut self, name: &HeaderName, value: &str) {
-        self.header_raw(name.as_str(), value);
+        self.line(name.as_str(), name.code(), value, "");
     }
 
     /// Writes Content-Length (and Content-Type if given), the empty line and the body.
@@ -123,7 +159,11 @@ impl Printer {
         if let Some(ct) = content_type {
             self.header(&HeaderName::ContentType, ct);
         }
-        self.header(&HeaderName::ContentLength, &body.len().to_string());
+        let mut digits = [0; 20];
+        self.header(
+            &HeaderName::ContentLength,
+            decimal(&mut digits, body.len() as u64),
+        );
         self.out.put_slice(b"\r\n");
         let head_len = self.out.len();
         self.out.put_slice(body);
@@ -413,7 +453,13 @@ impl RequestBuilder {
 pub struct ResponseBuilder {
     status: u16,
     reason: Option<String>,
-    copied: Vec<(HeaderName, String)>,
+    /// The request whose Via, From, To, Call-ID, CSeq (and, for a 100, Timestamp) lines are
+    /// copied when the response is printed. A clone shares the request's bytes, so the
+    /// values are copied once, into the response, instead of into owned strings first.
+    request: Message,
+    /// The To tag to append (`;tag=` included), only if the request's To has none. Inline:
+    /// tags are short, and this is on every transaction's path.
+    to_tag: Option<SmallVec<[u8; 40]>>,
     headers: Vec<(HeaderName, String)>,
     body: Option<(String, Bytes)>,
 }
@@ -422,38 +468,56 @@ impl ResponseBuilder {
     /// Copies all Via lines, From, To (adding `;tag={to_tag}` if the To has no tag), Call-ID
     /// and CSeq from `req`, and Timestamp for a 100 (§8.2.6.1).
     pub fn for_request(req: &Message, status: u16, to_tag: Option<&str>) -> Self {
-        let mut copied = Vec::with_capacity(8);
-        for v in req.header_lines(HeaderName::Via) {
-            copied.push((HeaderName::Via, v.to_owned()));
-        }
-        if let Some(f) = req.header(HeaderName::From) {
-            copied.push((HeaderName::From, f.to_owned()));
-        }
-        if let Some(t) = req.header(HeaderName::To) {
-            let mut t = t.to_owned();
-            let has_tag = req.to_hdr().map(|n| n.tag().is_some()).unwrap_or(true);
-            if let (false, Some(tag)) = (has_tag, to_tag) {
-                t.push_str(";tag=");
-                t.push_str(tag);
-            }
-            copied.push((HeaderName::To, t));
-        }
-        for name in [HeaderName::CallId, HeaderName::CSeq] {
-            if let Some(v) = req.header(&name) {
-                copied.push((name, v.to_owned()));
-            }
-        }
-        if status == 100 {
-            if let Some(ts) = req.header(HeaderName::Timestamp) {
-                copied.push((HeaderName::Timestamp, ts.to_owned()));
-            }
-        }
+        // A To that is malformed (URI included) gets no tag added, as if it had one.
+        let to_tag = to_tag.filter(|_| {
+            req.header(HeaderName::To).is_some()
+                && match req.to_hdr() {
+                    Ok(n) => n.tag().is_none() && n.uri().is_ok(),
+                    Err(_) => false,
+                }
+        });
         ResponseBuilder {
             status,
             reason: None,
-            copied,
+            request: req.clone(),
+            to_tag: to_tag.map(|t| {
+                let mut v = SmallVec::new();
+                v.extend_from_slice(b";tag=");
+                v.extend_from_slice(t.as_bytes());
+                v
+            }),
             headers: Vec::new(),
             body: None,
+        }
+    }
+
+    /// Prints the lines copied from the request (see [`ResponseBuilder::for_request`]).
+    fn print_copied(&self, p: &mut Printer) {
+        let req = &self.request;
+        for v in req.header_lines(HeaderName::Via) {
+            p.header(&HeaderName::Via, v);
+        }
+        if let Some(f) = req.header(HeaderName::From) {
+            p.header(&HeaderName::From, f);
+        }
+        if let Some(t) = req.header(HeaderName::To) {
+            // Built from a `&str` in `for_request`, so this is UTF-8.
+            let tag = self
+                .to_tag
+                .as_deref()
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .unwrap_or("");
+            p.line(HeaderName::To.as_str(), Some(Code::To), t, tag);
+        }
+        for name in [HeaderName::CallId, HeaderName::CSeq] {
+            if let Some(v) = req.header(&name) {
+                p.header(&name, v);
+            }
+        }
+        if self.status == 100 {
+            if let Some(ts) = req.header(HeaderName::Timestamp) {
+                p.header(&HeaderName::Timestamp, ts);
+            }
         }
     }
 
@@ -490,7 +554,8 @@ impl ResponseBuilder {
             .as_deref()
             .unwrap_or_else(|| default_reason(self.status));
         let mut p = Printer::response(self.status, reason);
-        for (n, v) in self.copied.iter().chain(&self.headers) {
+        self.print_copied(&mut p);
+        for (n, v) in &self.headers {
             p.header(n, v);
         }
         match &self.body {
@@ -587,10 +652,7 @@ mod tests {
         assert_eq!(p.content_length(), Some(5));
         assert_eq!(p.header_count(HeaderName::ContentLength), 1);
         assert_eq!(p.max_forwards(), Ok(Some(70)));
-        assert_eq!(
-            p.to_hdr().expect("to").uri().as_str(),
-            "sip:bob@example.com"
-        );
+        assert_eq!(p.to_hdr().expect("to").uri_str(), "sip:bob@example.com");
         assert_eq!(p.check(), Ok(()));
     }
 
@@ -682,7 +744,7 @@ mod tests {
         );
         let n = crate::msg::NameAddr::parse(&v).expect("parses");
         assert_eq!(n.display_name().as_deref(), Some("A \"B\""));
-        assert_eq!(n.uri().transport().as_deref(), Some("tcp"));
+        assert_eq!(n.uri().expect("uri").transport().as_deref(), Some("tcp"));
         assert_eq!(n.param("expires"), Some(Some("60")));
         assert_eq!(
             n.params()

@@ -10,7 +10,7 @@ use super::name_addr::NameAddr;
 use super::params::Params;
 use super::scan::unquote;
 use super::uri::Uri;
-use super::ValueError;
+use super::{UriError, ValueError};
 
 /// All Contact values of a message.
 // A short-lived view kept on the stack; boxing the list would allocate on every REGISTER.
@@ -58,10 +58,20 @@ impl<'a> Contact<'a> {
         Ok((Contact { addr }, rest))
     }
 
+    /// [`Contact::parse_prefix`], also parsing the URI (for [`super::Message::check`]).
+    pub(crate) fn parse_prefix_checked(v: &'a str) -> Result<(Contact<'a>, &'a str), ValueError> {
+        if v.starts_with('*') {
+            return Err(ValueError::BadParam);
+        }
+        let (addr, rest) = NameAddr::parse_prefix_checked(v)?;
+        Ok((Contact { addr }, rest))
+    }
+
     pub fn name_addr(&self) -> &NameAddr<'a> {
         &self.addr
     }
-    pub fn uri(&self) -> &Uri<'a> {
+    /// The Contact URI, parsed now (see [`NameAddr::uri`]).
+    pub fn uri(&self) -> Result<Uri<'a>, UriError> {
         self.addr.uri()
     }
     pub fn display_name(&self) -> Option<Cow<'a, str>> {
@@ -130,7 +140,7 @@ impl<'a> Contact<'a> {
     /// An RFC 8599 push parameter. RFC 8599 §4.1.3 puts them in the Contact *URI*; some
     /// clients put them on the header instead, so both places are looked at, URI first.
     pub fn pn_param_named(&self, name: &str) -> Option<Cow<'a, str>> {
-        if let Some(v) = self.uri().param(name) {
+        if let Some(v) = self.uri().ok().and_then(|u| u.param(name)) {
             return v;
         }
         self.param(name).flatten().map(unquote)

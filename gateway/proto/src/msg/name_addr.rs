@@ -5,19 +5,25 @@
 //! header and those inside `<>` to the URI. Without brackets every `;` ends the URI, so
 //! `Contact: sip:a@b;unknownparam` carries a *contact* parameter (RFC 4475 §3.3.12), and a
 //! URI with `?` must be bracketed (RFC 4475 §3.1.2.13).
+//!
+//! The URI is split off but not parsed: [`NameAddr::uri`] parses it on demand. Most readers
+//! of From, To and Contact want a tag or a parameter, and where the URI is checked whether
+//! or not anyone reads it, [`super::Message::check`] parses it.
 
 use std::borrow::Cow;
 
 use super::params::Params;
 use super::scan::{is_lws, is_token, skip_lws, split_quoted, trim_lws, unquote};
 use super::uri::Uri;
-use super::ValueError;
+use super::{UriError, ValueError};
 
-/// A parsed name-addr or addr-spec with its header parameters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A parsed name-addr or addr-spec with its header parameters. The URI is kept as text
+/// and parsed by [`NameAddr::uri`].
+#[derive(Clone, Debug)]
 pub struct NameAddr<'a> {
     display: Option<&'a str>,
-    uri: Uri<'a>,
+    /// The URI as written (inside `<>` if bracketed), not yet parsed.
+    uri: &'a str,
     bracketed: bool,
     params: Params<'a>,
     /// `tag` and `expires`, found while validating the parameters.
@@ -25,14 +31,38 @@ pub struct NameAddr<'a> {
     expires: Option<Option<&'a str>>,
 }
 
+/// URIs compare by their components (as [`Uri`] does), so `sip:a@b:05060` equals
+/// `sip:a@b:5060`; a URI that does not parse equals only the same error.
+impl PartialEq for NameAddr<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.display == other.display
+            && self.bracketed == other.bracketed
+            && self.params == other.params
+            && self.tag == other.tag
+            && self.expires == other.expires
+            && (self.uri == other.uri || self.uri() == other.uri())
+    }
+}
+impl Eq for NameAddr<'_> {}
+
 impl<'a> NameAddr<'a> {
-    /// Parses one whole value.
+    /// Parses one whole value. The URI is split off but parsed only by [`NameAddr::uri`].
     pub fn parse(value: &'a str) -> Result<NameAddr<'a>, ValueError> {
+        Self::parse_whole::<false>(value)
+    }
+
+    /// [`NameAddr::parse`], also parsing the URI (before the header parameters, so the
+    /// error for a value with both wrong is the URI's, as a strict reader reports it).
+    pub(crate) fn parse_checked(value: &'a str) -> Result<NameAddr<'a>, ValueError> {
+        Self::parse_whole::<true>(value)
+    }
+
+    fn parse_whole<const CHECK_URI: bool>(value: &'a str) -> Result<NameAddr<'a>, ValueError> {
         let v = trim_lws(value);
         if v.is_empty() {
             return Err(ValueError::Empty);
         }
-        let (n, rest) = Self::parse_prefix(v)?;
+        let (n, rest) = Self::parse_prefix_with::<CHECK_URI>(v)?;
         if rest.is_empty() {
             Ok(n)
         } else {
@@ -43,6 +73,17 @@ impl<'a> NameAddr<'a> {
     /// Parses one value off the front of `v` (no leading LWS) and returns the rest, which
     /// starts at the `,` of a list or is empty, so lists are parsed in one pass.
     pub(crate) fn parse_prefix(v: &'a str) -> Result<(NameAddr<'a>, &'a str), ValueError> {
+        Self::parse_prefix_with::<false>(v)
+    }
+
+    /// [`NameAddr::parse_prefix`], also parsing the URI (see [`NameAddr::parse_checked`]).
+    pub(crate) fn parse_prefix_checked(v: &'a str) -> Result<(NameAddr<'a>, &'a str), ValueError> {
+        Self::parse_prefix_with::<true>(v)
+    }
+
+    fn parse_prefix_with<const CHECK_URI: bool>(
+        v: &'a str,
+    ) -> Result<(NameAddr<'a>, &'a str), ValueError> {
         if v.is_empty() || v.starts_with(',') {
             return Err(ValueError::EmptyElement);
         }
@@ -70,7 +111,10 @@ impl<'a> NameAddr<'a> {
         if let Some(inner) = after_display.strip_prefix('<') {
             let close = super::scan::find_byte(inner.as_bytes(), b'>')
                 .ok_or(ValueError::UnterminatedAngle)?;
-            let uri = Uri::parse(&inner[..close]).map_err(ValueError::Uri)?;
+            let uri = &inner[..close];
+            if CHECK_URI {
+                Uri::parse(uri).map_err(ValueError::Uri)?;
+            }
             let (params, rest, [tag, expires]) =
                 Params::split_capture(&inner[close + 1..], ["tag", "expires"])?;
             let n = NameAddr {
@@ -97,7 +141,10 @@ impl<'a> NameAddr<'a> {
         if uri_str.contains('?') {
             return Err(ValueError::UnbracketedUri);
         }
-        let uri = Uri::parse(uri_str).map_err(ValueError::Uri)?;
+        let uri = uri_str;
+        if CHECK_URI {
+            Uri::parse(uri).map_err(ValueError::Uri)?;
+        }
         let (params, rest, [tag, expires]) = Params::split_capture(&v[end..], ["tag", "expires"])?;
         Ok((
             NameAddr {
@@ -122,8 +169,15 @@ impl<'a> NameAddr<'a> {
         self.display
     }
 
-    pub fn uri(&self) -> &Uri<'a> {
-        &self.uri
+    /// The URI, parsed now. An error here is what [`super::Message::check`] reports as
+    /// [`ValueError::Uri`] for the header.
+    pub fn uri(&self) -> Result<Uri<'a>, UriError> {
+        Uri::parse(self.uri)
+    }
+
+    /// The URI exactly as written (without the `<>`).
+    pub fn uri_str(&self) -> &'a str {
+        self.uri
     }
 
     /// Whether the URI was enclosed in `<>`.
@@ -155,7 +209,6 @@ impl<'a> NameAddr<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::error::UriError;
 
     #[test]
     fn forms() {
@@ -167,19 +220,19 @@ mod tests {
         .expect("wsinv From");
         assert_eq!(n.display_name().as_deref(), Some(r#"J Rosenberg \""#));
         assert_eq!(n.tag(), Some("98asjd8"));
-        assert_eq!(n.uri().host(), Some("example.com"));
+        assert_eq!(n.uri().expect("uri").host(), Some("example.com"));
 
         let n = NameAddr::parse("caller<sip:caller@example.com>;tag=323").expect("lwsdisp");
         assert_eq!(n.display_name().as_deref(), Some("caller"));
 
         let n = NameAddr::parse("sip:+19725552222@gw1.example.net;unknownparam").expect("cparam01");
         assert!(n.param("unknownparam").is_some());
-        assert_eq!(n.uri().params_raw(), "");
+        assert_eq!(n.uri().expect("uri").params_raw(), "");
 
         let n =
             NameAddr::parse("<sip:+19725552222@gw1.example.net;unknownparam>").expect("cparam02");
         assert!(n.param("unknownparam").is_none());
-        assert!(n.uri().param("unknownparam").is_some());
+        assert!(n.uri().expect("uri").param("unknownparam").is_some());
 
         let n = NameAddr::parse("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=x")
             .expect("intmeth From");
@@ -199,9 +252,13 @@ mod tests {
             NameAddr::parse("Bell, Alexander <sip:a.g.bell@example.com>;tag=43").err(),
             Some(ValueError::BadDisplayName)
         );
+        // The URI is checked when it is asked for (and by `Message::check`).
         assert_eq!(
-            NameAddr::parse("\"Watson, Thomas\" < sip:t.watson@example.org >").err(),
-            Some(ValueError::Uri(UriError::IllegalChar))
+            NameAddr::parse("\"Watson, Thomas\" < sip:t.watson@example.org >")
+                .expect("splits")
+                .uri()
+                .err(),
+            Some(UriError::IllegalChar)
         );
         assert_eq!(
             NameAddr::parse("sip:user@example.com?Route=%3Csip:sip.example.com%3E").err(),

@@ -353,29 +353,54 @@ impl<'a> Uri<'a> {
     }
 }
 
-fn parse_sip(rest: &str) -> Result<SipParts<'_>, UriError> {
-    let (userinfo, hostpart) = match find(rest, b'@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    };
-    let (user, password) = match userinfo {
-        None => (None, None),
-        Some(ui) => {
-            let (u, p) = match find(ui, b':') {
-                Some(c) => (&ui[..c], Some(&ui[c + 1..])),
-                None => (ui, None),
-            };
-            if u.is_empty() || !escape::valid_escaped(u, super::scan::USER) {
-                return Err(UriError::BadUser);
-            }
-            if let Some(p) = p {
-                if !escape::valid_escaped(p, super::scan::PASSWORD) {
-                    return Err(UriError::BadUser);
-                }
-            }
-            (Some(u), p)
+/// End of the run of `mask` characters and `%HH` escapes in `b` starting at `from`.
+#[inline]
+fn span_escaped(b: &[u8], from: usize, mask: u8) -> usize {
+    let mut i = from;
+    while let Some(&c) = b.get(i) {
+        if super::scan::is(c, mask) {
+            i += 1;
+        } else if c == b'%'
+            && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        {
+            i += 3;
+        } else {
+            break;
         }
+    }
+    i
+}
+
+/// Splits `user[:password]@` off the front of a SIP URI's text in one pass: neither class
+/// contains `@` or `:`, so the first byte outside the user run tells what follows. The
+/// userinfo ends at the first `@`; with no `@` there is none, and with one after a byte
+/// that fits neither class the user part is malformed.
+#[allow(clippy::type_complexity)]
+fn split_userinfo(rest: &str) -> Result<(Option<&str>, Option<&str>, &str), UriError> {
+    let b = rest.as_bytes();
+    let u_end = span_escaped(b, 0, super::scan::USER);
+    let (p, stop) = match b.get(u_end) {
+        Some(b':') => {
+            let p_end = span_escaped(b, u_end + 1, super::scan::PASSWORD);
+            (Some(&rest[u_end + 1..p_end]), p_end)
+        }
+        _ => (None, u_end),
     };
+    if b.get(stop) == Some(&b'@') {
+        if u_end == 0 {
+            return Err(UriError::BadUser);
+        }
+        return Ok((Some(&rest[..u_end]), p, &rest[stop + 1..]));
+    }
+    if find(&rest[stop..], b'@').is_some() {
+        return Err(UriError::BadUser);
+    }
+    Ok((None, None, rest))
+}
+
+fn parse_sip(rest: &str) -> Result<SipParts<'_>, UriError> {
+    let (user, password, hostpart) = split_userinfo(rest)?;
     let host_end = if hostpart.starts_with('[') {
         find(hostpart, b']')
             .map(|i| i + 1)
@@ -388,7 +413,14 @@ fn parse_sip(rest: &str) -> Result<SipParts<'_>, UriError> {
         hostpart.as_bytes().get(host_end),
         None | Some(b':' | b';' | b'?')
     );
-    if !next_ok || !valid_host(host) {
+    // A host that is not an IPv6 reference is a HOST run by construction: only its
+    // emptiness is left to check.
+    let host_ok = if host.starts_with('[') {
+        valid_host(host)
+    } else {
+        !host.is_empty()
+    };
+    if !next_ok || !host_ok {
         return Err(UriError::BadHost);
     }
     let mut after = &hostpart[host_end..];

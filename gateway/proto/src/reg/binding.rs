@@ -240,7 +240,9 @@ impl Binding {
 /// else what we asked for. `0` when the 2xx lists contacts but not ours (or with expiry 0).
 pub(crate) fn granted_expiry(response: &Message, token: &str, asked: u32) -> u32 {
     let header = response.expires().ok().flatten();
-    let Ok(contacts) = response.contacts() else {
+    // Every URI checked, as before lazy URIs: a 2xx with a malformed Contact counts as
+    // listing no usable contacts.
+    let Ok(contacts) = response.contacts_checked() else {
         return header.unwrap_or(asked);
     };
     let list = contacts.as_slice();
@@ -248,7 +250,7 @@ pub(crate) fn granted_expiry(response: &Message, token: &str, asked: u32) -> u32
         return header.unwrap_or(asked);
     }
     list.iter()
-        .find(|c| c.uri().user_raw() == Some(token))
+        .find(|c| c.uri().ok().and_then(|u| u.user_raw()) == Some(token))
         .map_or(0, |c| {
             c.expires().ok().flatten().or(header).unwrap_or(asked)
         })

@@ -117,7 +117,7 @@ impl ServerKey {
                 .request_uri_str()
                 .ok_or(KeyError::BadRequestLine)?
                 .into(),
-            from_tag: req.from_hdr()?.tag().map(Into::into),
+            from_tag: req.checked_from_hdr()?.tag().map(Into::into),
             call_id: req.call_id()?.into(),
             cseq: req.cseq()?.seq,
             method,
@@ -140,5 +140,7 @@ pub(crate) struct LegacyTags {
 
 /// The To tag of a message, if it has a usable To header.
 pub(crate) fn to_tag(msg: &Message) -> Option<Box<str>> {
-    msg.to_hdr().ok().and_then(|t| t.tag().map(Into::into))
+    msg.checked_to_hdr()
+        .ok()
+        .and_then(|t| t.tag().map(Into::into))
 }

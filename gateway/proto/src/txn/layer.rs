@@ -331,8 +331,13 @@ impl Transactions {
             None
         };
         let id = ServerTxnId(self.alloc_id());
+        // The To tag is only compared for RFC 2543 keys (see `matching_server`).
         let legacy = LegacyTags {
-            request: to_tag(&request),
+            request: if key.is_legacy() {
+                to_tag(&request)
+            } else {
+                None
+            },
             response: None,
         };
         let mut io = self.io(now);

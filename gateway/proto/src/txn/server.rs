@@ -216,7 +216,9 @@ impl ServerTxn {
             }
             _ => return Err(ResponseError::InvalidState),
         };
-        if !provisional {
+        // Only RFC 2543 keys compare To tags (see `Transactions::matching_server`); for
+        // RFC 3261 keys the branch is enough, so the To header is not parsed again.
+        if !provisional && self.key.is_legacy() {
             self.legacy.response = super::key::to_tag(&response);
         }
         io.send(self.peer, response.as_bytes().clone());

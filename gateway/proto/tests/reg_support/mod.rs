@@ -152,7 +152,14 @@ impl Registrar {
             uri: &uri,
             body: b"",
         };
-        let user = req.from_hdr().unwrap().uri().user().unwrap().into_owned();
+        let user = req
+            .from_hdr()
+            .unwrap()
+            .uri()
+            .expect("uri")
+            .user()
+            .unwrap()
+            .into_owned();
         let secret = Secret::Password(Password::new(PASSWORD));
         let mut stale = false;
         for v in req.header_lines(header) {
@@ -243,7 +250,7 @@ impl Registrar {
         let mut listed = false;
         for c in contacts.as_slice() {
             let asked = asked_of(c);
-            let token = c.uri().user_raw().unwrap().to_owned();
+            let token = c.uri().expect("uri").user_raw().unwrap().to_owned();
             let granted = if asked == 0 {
                 0
             } else {
@@ -262,7 +269,7 @@ impl Registrar {
                 );
                 listed = true;
             }
-            let uri = c.uri().as_str();
+            let uri = c.uri().expect("uri").as_str();
             rb = rb.header(HeaderName::Contact, &format!("<{uri}>;expires={granted}"));
         }
         self.registered_ok += 1;

@@ -1,0 +1,275 @@
+//! The device store on both backends: the same test bodies run on SQLite (a temp file) and on
+//! PostgreSQL (`VIGIL_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/test`), each
+//! PostgreSQL test in its own schema, dropped afterwards. An unreachable PostgreSQL fails the
+//! tests: it is not skipped.
+
+// Tests panic on the unexpected: unwrap is the assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use sqlx::Row;
+use vigil_gateway::bindings::ContactToken;
+use vigil_gateway::crypto::SecretBox;
+use vigil_gateway::store::{
+    BatchConfig, DeviceRecord, PgStore, SqliteStore, Store, WriteBatcher, WriteOp,
+};
+
+const PASSWORD: &str = "correct-horse-battery";
+const VOIP_TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+fn record(secrets: &SecretBox, id: &str) -> DeviceRecord {
+    let token = ContactToken::random();
+    let push = format!(r#"{{"apns":{{"voip_token":"{VOIP_TOKEN}"}}}}"#);
+    DeviceRecord {
+        device_id: id.into(),
+        binding_id: token.0 as i64,
+        contact_token: token.to_string(),
+        username: "alice".into(),
+        auth_username: Some("alice-auth".into()),
+        password_enc: secrets.seal(PASSWORD.as_bytes()),
+        domain: "sip.example.com".into(),
+        outbound_proxy: None,
+        transport: Some("tcp".into()),
+        display_name: Some("Alice".into()),
+        push_kind: "apns".into(),
+        push_enc: secrets.seal(push.as_bytes()),
+        push_topic: Some("com.example.app".into()),
+        push_env: Some("production".into()),
+        app_id: "com.example.app".into(),
+        app_version: "1.2.3".into(),
+        expires: 3600,
+        secret_hash: vec![9; 32],
+        body_hash: vec![8; 16],
+        last_put_ms: 1_700_000_000_000,
+        state: "registering".into(),
+        last_status: 0,
+    }
+}
+
+/// A PostgreSQL store in a fresh schema; the schema is dropped by [`PgFixture::drop_schema`].
+struct PgFixture {
+    url: String,
+    schema: String,
+}
+
+impl PgFixture {
+    async fn new() -> (Self, PgStore) {
+        let url = std::env::var("VIGIL_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let schema = format!("vigil_store_{:016x}", rand::random::<u64>());
+        let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} is unreachable ({e}); set VIGIL_TEST_PG_URL or start it")
+        });
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .expect("create test schema");
+        admin.close().await;
+        let store = PgStore::connect(&url, Some(&schema))
+            .await
+            .expect("connect and migrate in the test schema");
+        (Self { url, schema }, store)
+    }
+
+    async fn drop_schema(self) {
+        let admin = sqlx::PgPool::connect(&self.url).await.expect("reconnect");
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&admin)
+            .await
+            .expect("drop test schema");
+        admin.close().await;
+    }
+}
+
+async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("vigil.db"))
+        .await
+        .expect("open sqlite");
+    (dir, store)
+}
+
+// ---- shared test bodies ----
+
+async fn crud_round_trip(store: Arc<dyn Store>) {
+    let secrets = SecretBox::from_key(&[5; 32]);
+    let a = record(&secrets, "dev-a");
+    let b = record(&secrets, "dev-b");
+    store
+        .apply(&[
+            WriteOp::Upsert(Box::new(a.clone())),
+            WriteOp::Upsert(Box::new(b.clone())),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.get("dev-a").await.unwrap(), Some(a.clone()));
+    assert_eq!(store.count().await.unwrap(), 2);
+
+    let mut a2 = a.clone();
+    a2.domain = "other.example.com".into();
+    a2.outbound_proxy = Some("proxy.example.com:5061".into());
+    store
+        .apply(&[
+            WriteOp::Upsert(Box::new(a2.clone())),
+            WriteOp::Touch {
+                device_id: "dev-b".into(),
+                last_put_ms: 42,
+            },
+            WriteOp::SetState {
+                device_id: "dev-b".into(),
+                state: "failed",
+                last_status: 403,
+            },
+        ])
+        .await
+        .unwrap();
+    let all = store.load_all().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], a2, "upsert replaced every column");
+    assert_eq!(all[1].last_put_ms, 42);
+    assert_eq!((all[1].state.as_str(), all[1].last_status), ("failed", 403));
+    assert_eq!(
+        secrets.open(&all[0].password_enc).unwrap(),
+        PASSWORD.as_bytes()
+    );
+
+    store
+        .apply(&[WriteOp::Delete {
+            device_id: "dev-a".into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.get("dev-a").await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 1);
+
+    // A failing op rolls back the whole batch: a duplicate contact token violates UNIQUE.
+    let mut c = record(&secrets, "dev-c");
+    c.contact_token = b.contact_token.clone();
+    let d = record(&secrets, "dev-d");
+    let err = store
+        .apply(&[WriteOp::Upsert(Box::new(d)), WriteOp::Upsert(Box::new(c))])
+        .await;
+    assert!(err.is_err());
+    assert_eq!(store.get("dev-d").await.unwrap(), None, "batch is atomic");
+}
+
+async fn batching_groups_concurrent_writes(store: Arc<dyn Store>, n: usize) {
+    let secrets = SecretBox::from_key(&[6; 32]);
+    let batcher = WriteBatcher::spawn(store.clone(), BatchConfig::default());
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let batcher = batcher.clone();
+        let r = record(&secrets, &format!("dev-{i:05}"));
+        tasks.push(tokio::spawn(async move {
+            batcher.write(WriteOp::Upsert(Box::new(r))).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let commits = batcher.commits();
+    println!(
+        "{}: {n} concurrent writes in {commits} commits ({:.1} writes/commit)",
+        store.backend(),
+        n as f64 / commits as f64
+    );
+    assert_eq!(store.count().await.unwrap(), n as u64);
+    assert_eq!(batcher.writes(), n as u64);
+    assert!(
+        commits * 10 <= n as u64,
+        "{commits} commits for {n} writes: batching is not grouping"
+    );
+}
+
+fn assert_sealed(raw: &[u8]) {
+    let hay = String::from_utf8_lossy(raw);
+    assert!(
+        !hay.contains(PASSWORD),
+        "plaintext password in the database"
+    );
+    assert!(
+        !hay.contains(VOIP_TOKEN),
+        "plaintext push token in the database"
+    );
+    assert!(
+        raw.len() > PASSWORD.len(),
+        "sealed values carry nonce and tag"
+    );
+}
+
+// ---- SQLite ----
+
+#[tokio::test]
+async fn sqlite_crud_round_trip() {
+    let (_dir, store) = sqlite().await;
+    crud_round_trip(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_batching_groups_concurrent_writes() {
+    let (_dir, store) = sqlite().await;
+    batching_groups_concurrent_writes(Arc::new(store), 2000).await;
+}
+
+#[tokio::test]
+async fn sqlite_secrets_are_sealed_at_rest() {
+    let (dir, store) = sqlite().await;
+    let secrets = SecretBox::from_key(&[7; 32]);
+    store
+        .apply(&[WriteOp::Upsert(Box::new(record(&secrets, "dev-x")))])
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT password_enc, push_enc FROM devices")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_sealed(&row.get::<Vec<u8>, _>("password_enc"));
+    assert_sealed(&row.get::<Vec<u8>, _>("push_enc"));
+    store.close().await;
+    // And nowhere in the database files either (main file and WAL).
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes
+            .windows(PASSWORD.len())
+            .any(|w| w == PASSWORD.as_bytes()));
+    }
+}
+
+// ---- PostgreSQL ----
+
+#[tokio::test]
+async fn postgres_crud_round_trip() {
+    let (fx, store) = PgFixture::new().await;
+    crud_round_trip(Arc::new(store.clone())).await;
+    store.close().await;
+    fx.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batching_groups_concurrent_writes() {
+    let (fx, store) = PgFixture::new().await;
+    batching_groups_concurrent_writes(Arc::new(store.clone()), 2000).await;
+    store.close().await;
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_secrets_are_sealed_at_rest() {
+    let (fx, store) = PgFixture::new().await;
+    let secrets = SecretBox::from_key(&[7; 32]);
+    store
+        .apply(&[WriteOp::Upsert(Box::new(record(&secrets, "dev-x")))])
+        .await
+        .unwrap();
+    let row =
+        sqlx::query("SELECT password_enc, push_enc, row_to_json(devices)::text AS j FROM devices")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_sealed(&row.get::<Vec<u8>, _>("password_enc"));
+    assert_sealed(&row.get::<Vec<u8>, _>("push_enc"));
+    assert_sealed(row.get::<String, _>("j").as_bytes());
+    store.close().await;
+    fx.drop_schema().await;
+}
