@@ -16,20 +16,7 @@ use vigil_proto::msg::Message;
 /// Vigil: the fields a registrar routes on.
 fn vigil_register(buf: &Bytes) -> usize {
     let msg = Message::parse(buf.clone()).expect("fixture parses");
-    let via = msg.top_via().expect("via");
-    let from = msg.from_hdr().expect("from");
-    let to = msg.to_hdr().expect("to");
-    let cseq = msg.cseq().expect("cseq");
-    let contacts = msg.contacts().expect("contact");
-    let contact = &contacts.as_slice()[0];
-    let expires = msg.expires().expect("expires");
-    via.branch().map_or(0, str::len)
-        + from.tag().map_or(0, str::len)
-        + to.uri().expect("uri").host().map_or(0, str::len)
-        + msg.call_id().expect("call-id").len()
-        + cseq.seq as usize
-        + contact.expires().expect("contact expires").unwrap_or(0) as usize
-        + expires.unwrap_or(0) as usize
+    vigil_register_fields(&msg)
 }
 
 /// Vigil: the same, plus the digest credentials a registrar authenticates on.
@@ -245,11 +232,9 @@ mod ezk_side {
 
 fn bench_register(c: &mut Criterion) {
     let buf = Bytes::from_static(REGISTER);
-    // The three parsers must agree that the fixture is what we think it is.
-    assert_eq!(
-        vigil_register(&buf),
-        vigil_register_fields(&Message::parse(buf.clone()).expect("parses"))
-    );
+    // The fixture must really carry the fields the bench reads: CSeq 4712, Expires 3600 and
+    // the Contact's expires=3600 alone add up to more than 11,000.
+    assert!(vigil_register(&buf) > 11_000);
     let mut g = c.benchmark_group("register_parse_typed");
     g.throughput(Throughput::Bytes(REGISTER.len() as u64));
     g.bench_function("vigil", |b| b.iter(|| vigil_register(black_box(&buf))));
