@@ -7,14 +7,19 @@
 //! different rows, on SQLite the single connection serialises them.
 //!
 //! The SIP password is kept (as PortaBilling does) because a PBX user signing in on a new phone
-//! must receive the same credentials; `ha1`/`ha1b` are stored alongside for Kamailio.
+//! must receive the same credentials. It is stored sealed with AES-256-GCM under the service key
+//! (`secrets`), bound to the account id; `ha1`/`ha1b` are stored alongside for Kamailio.
 
 use serde::Serialize;
 use sqlx::{Any, Transaction};
 
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::secrets::Secrets;
 use crate::util::{random_password, random_token, sha256_hex, sip_ha1, E164};
+
+/// An account row for HTTP Basic sign-in: id, kind, customer, product, sealed SIP password.
+type BasicAuthRow = (String, String, Option<i64>, i64, Vec<u8>);
 
 /// Individual or PBX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +40,8 @@ impl Kind {
     }
 }
 
-/// What the app needs to register.
-#[derive(Debug, Clone, Serialize)]
+/// What the app needs to register. `Debug` leaves the password out.
+#[derive(Clone, Serialize)]
 pub struct SipCredentials {
     /// Account id (the DID digits).
     pub account_id: String,
@@ -48,6 +53,15 @@ pub struct SipCredentials {
     pub password: String,
     /// SIP domain.
     pub domain: String,
+}
+
+impl std::fmt::Debug for SipCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipCredentials")
+            .field("account_id", &self.account_id)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Fields of a new account.
@@ -93,6 +107,7 @@ pub struct AuthAccount {
 /// Takes a DID and inserts the account in one transaction; returns its credentials.
 pub async fn provision(
     db: &Db,
+    secrets: &Secrets,
     domain: &str,
     new: &NewAccount,
     now: i64,
@@ -107,7 +122,7 @@ pub async fn provision(
     };
     let inserted = sqlx::query(
         "INSERT INTO accounts (id, kind, customer_id, product_id, mobile, mobile_hash, alias, email, \
-         first_name, last_name, extension, extension_name, sip_username, sip_domain, sip_password, \
+         first_name, last_name, extension, extension_name, sip_username, sip_domain, sip_password_sealed, \
          ha1, ha1b, contact_seq, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)",
     )
@@ -125,7 +140,7 @@ pub async fn provision(
     .bind(new.extension_name.as_deref())
     .bind(&did)
     .bind(domain)
-    .bind(&password)
+    .bind(secrets.seal_password(&did, &password))
     .bind(&ha1)
     .bind(&ha1b)
     .bind(seq)
@@ -234,15 +249,16 @@ pub async fn find_by_mobile(
     }))
 }
 
-/// The stored credentials of an account.
-pub async fn credentials(db: &Db, id: &str) -> ApiResult<SipCredentials> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT sip_username, sip_password, sip_domain FROM accounts WHERE id = $1 AND removed = 0",
+/// The stored credentials of an account, the password unsealed.
+pub async fn credentials(db: &Db, secrets: &Secrets, id: &str) -> ApiResult<SipCredentials> {
+    let row: Option<(String, Vec<u8>, String)> = sqlx::query_as(
+        "SELECT sip_username, sip_password_sealed, sip_domain FROM accounts WHERE id = $1 AND removed = 0",
     )
     .bind(id)
     .fetch_optional(&db.pool)
     .await?;
-    let (username, password, domain) = row.ok_or(ApiError::NotFound { what: "account" })?;
+    let (username, sealed, domain) = row.ok_or(ApiError::NotFound { what: "account" })?;
+    let password = open_password(secrets, id, &sealed)?;
     Ok(SipCredentials {
         account_id: id.to_owned(),
         did: format!("+{id}"),
@@ -268,6 +284,7 @@ pub async fn create_session(db: &Db, account: &str, now: i64) -> ApiResult<Strin
 /// Authenticates an app request: `Authorization: Bearer <session>` or `Basic user:sip-password`.
 pub async fn authenticate(
     db: &Db,
+    secrets: &Secrets,
     authorization: Option<&str>,
     now: i64,
 ) -> ApiResult<AuthAccount> {
@@ -291,19 +308,19 @@ pub async fn authenticate(
             .map_err(|_| ApiError::Unauthorized)?;
         let text = String::from_utf8(decoded).map_err(|_| ApiError::Unauthorized)?;
         let (user, pass) = text.split_once(':').ok_or(ApiError::Unauthorized)?;
-        let found: Option<(String, String, Option<i64>, i64, String)> = sqlx::query_as(&format!(
-            "SELECT {COLS}, a.sip_password FROM accounts a WHERE a.sip_username = $1 AND a.removed = 0"
+        let found: Option<BasicAuthRow> = sqlx::query_as(&format!(
+            "SELECT {COLS}, a.sip_password_sealed FROM accounts a WHERE a.sip_username = $1 AND a.removed = 0"
         ))
         .bind(user)
         .fetch_optional(&db.pool)
         .await?;
         match found {
-            Some((id, kind, c, p, stored))
-                if crate::util::constant_time_eq(stored.as_bytes(), pass.as_bytes()) =>
-            {
-                Some((id, kind, c, p))
+            Some((id, kind, c, p, sealed)) => {
+                let stored = open_password(secrets, &id, &sealed)?;
+                crate::util::constant_time_eq(stored.as_bytes(), pass.as_bytes())
+                    .then_some((id, kind, c, p))
             }
-            _ => None,
+            None => None,
         }
     } else {
         None
@@ -319,6 +336,17 @@ pub async fn authenticate(
         kind,
         customer_id,
         product_id,
+    })
+}
+
+/// Unseals a stored password. Failure means the row was sealed under another key or damaged:
+/// an operator problem, logged without the value and answered with a bare 500.
+fn open_password(secrets: &Secrets, id: &str, sealed: &[u8]) -> ApiResult<String> {
+    secrets.open_password(id, sealed).map_err(|_| {
+        tracing::error!(
+            "a stored SIP password does not open with the configured secret key (wrong key or damaged row)"
+        );
+        ApiError::Internal("unsealing a SIP password")
     })
 }
 

@@ -20,7 +20,7 @@ pub struct Config {
     /// Optional separate listener for the internal API of the SIP switch. When unset the internal
     /// API is served on `listen` under `/internal`, guarded by `internal_token` either way.
     pub internal_listen: Option<SocketAddr>,
-    /// Directory for the SQLite database, the generated secret key and dev-mode sinks.
+    /// Directory for the SQLite database, and in dev mode the generated secret key and the sinks.
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`; empty means SQLite in `data_dir`.
     pub database_url: String,
@@ -32,9 +32,13 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Bearer token for `/internal/v1`; the internal API is disabled when unset.
     pub internal_token: Option<String>,
-    /// Hex key used to MAC one-time passwords and CAPTCHA answers at rest; generated into
-    /// `data_dir/secret.key` when unset.
-    pub secret_key: Option<String>,
+    /// The 32-byte master key (hex or base64) that seals SIP passwords at rest and MACs one-time
+    /// passwords and CAPTCHA answers; `VIGIL_BILLING_SECRET_KEY` sets it too. Prefer
+    /// `secret_key_file`, which keeps the key out of the config file. Without either the service
+    /// refuses to start, except in dev mode (see `secrets`).
+    pub secret_key: Option<SecretString>,
+    /// A file holding the master key (`--secret-key-file`, `VIGIL_BILLING_SECRET_KEY_FILE`).
+    pub secret_key_file: Option<PathBuf>,
     /// Trust the first address in `X-Forwarded-For` as the client address (behind a proxy).
     pub trust_forwarded_for: bool,
     /// SIP service data handed to the app.
@@ -56,6 +60,17 @@ pub struct Config {
     /// Dev mode (never from the file; set by `--dev`).
     #[serde(skip)]
     pub dev: Option<DevConfig>,
+}
+
+/// A string that `Debug` does not print, for keys in the configuration.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(..)")
+    }
 }
 
 /// Dev-mode settings; exist only when started with `--dev`.
@@ -176,6 +191,7 @@ impl Default for Config {
             admin_token: None,
             internal_token: None,
             secret_key: None,
+            secret_key_file: None,
             trust_forwarded_for: false,
             sip: SipConfig::default(),
             gateway_intake_url: "https://vigil.example.invalid/v1/intake".to_owned(),

@@ -5,6 +5,11 @@
 //! share (BIGINT, TEXT, BLOB/BYTEA). Where the two dialects must differ (row locking) the call
 //! site asks `Db::backend`.
 //!
+//! Migrations run in two phases around one step in Rust: those before [`SEALED_FROM`], then
+//! [`secrets::check_key`] and [`secrets::seal_legacy_passwords`] (which need the key that SQL
+//! does not have), then the rest. A database from before passwords were sealed is thus converted
+//! in place on its first start, without losing a row.
+//!
 //! SQLite runs on a single pooled connection. SQLite has one writer anyway, and with one
 //! connection there is no `SQLITE_BUSY` and no deadlock when a read transaction upgrades to a
 //! write; the atomicity of taking a DID then follows from statement order.
@@ -14,11 +19,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
 use sqlx::{AnyPool, Executor};
+
+use crate::secrets::{self, KeyError, Secrets};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The first migration that must not run before the plaintext SIP passwords are sealed
+/// (0003 drops the plaintext column).
+pub const SEALED_FROM: i64 = 3;
+
+/// A fixed list of migrations (a prefix of the embedded ones) as a migration source.
+#[derive(Debug)]
+struct Prefix(Vec<Migration>);
+
+impl MigrationSource<'static> for Prefix {
+    fn resolve(
+        self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>>
+                + Send,
+        >,
+    > {
+        Box::pin(async move { Ok(self.0) })
+    }
+}
 
 /// Which SQL dialect the pool speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +70,9 @@ pub enum DbOpenError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The secret key is not this database's, or sealing the legacy passwords failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// The pool and its dialect.
@@ -54,7 +85,9 @@ pub struct Db {
 }
 
 impl Db {
-    /// Connects, configures each connection and runs the backend's migrations.
+    /// Connects, configures each connection, runs the backend's migrations, checks that
+    /// `secrets` is the database's key and seals any plaintext SIP passwords left by an older
+    /// version (see the module documentation).
     ///
     /// `pg_schema` must already be validated as `[A-Za-z0-9_]+`; it is created if missing and
     /// set as the `search_path` on every connection.
@@ -62,6 +95,7 @@ impl Db {
         url: &str,
         pg_schema: Option<&str>,
         max_connections: u32,
+        secrets: &Secrets,
     ) -> Result<Db, DbOpenError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -116,8 +150,48 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&pool).await.map_err(DbOpenError::Migrate)?;
-        Ok(Db { pool, backend })
+        let mut before_sealing = Migrator::new(Prefix(
+            migrator
+                .iter()
+                .filter(|m| m.version < SEALED_FROM)
+                .cloned()
+                .collect(),
+        ))
+        .await
+        .map_err(DbOpenError::Migrate)?;
+        // A database that is already past the barrier has later migrations applied.
+        before_sealing.set_ignore_missing(true);
+        before_sealing
+            .run(&pool)
+            .await
+            .map_err(DbOpenError::Migrate)?;
+        let db = Db { pool, backend };
+        secrets::check_key(&db, secrets, Clock::default().now()).await?;
+        let sealed = secrets::seal_legacy_passwords(&db, secrets).await?;
+        migrator.run(&db.pool).await.map_err(DbOpenError::Migrate)?;
+        if sealed > 0 {
+            db.compact_after_sealing()
+                .await
+                .map_err(DbOpenError::Connect)?;
+        }
+        Ok(db)
+    }
+
+    /// Rewrites the storage once after legacy passwords were sealed, so that the old plaintext
+    /// does not linger in free pages (SQLite), the WAL (SQLite) or dead tuples and the dropped
+    /// column's bytes (PostgreSQL, where `DROP COLUMN` leaves the data in place). Backups and
+    /// PostgreSQL's own WAL archive taken before the upgrade still hold it.
+    async fn compact_after_sealing(&self) -> Result<(), sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => {
+                self.pool.execute("VACUUM").await?;
+                self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+            }
+            Backend::Postgres => {
+                self.pool.execute("VACUUM FULL accounts").await?;
+            }
+        }
+        Ok(())
     }
 
     /// ` FOR UPDATE SKIP LOCKED` on PostgreSQL, nothing on SQLite (single connection).

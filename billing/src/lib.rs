@@ -8,7 +8,8 @@
 //!
 //! Code map: `config` (settings), `db` (pool, migrations, clock), `api` (HTTP edge), `accounts`
 //! (provisioning, sessions), `otp` and `captcha` (sign-up security), `notify` (SMS and email),
-//! `dids` (inventory), `selfcare` (features and settings), `rating` (tariffs and CDRs).
+//! `dids` (inventory), `selfcare` (features and settings), `rating` (tariffs and CDRs),
+//! `secrets` (the key, and SIP passwords sealed at rest).
 
 pub mod accounts;
 pub mod api;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod notify;
 pub mod otp;
 pub mod rating;
+pub mod secrets;
 pub mod selfcare;
 pub mod util;
 
@@ -33,58 +35,35 @@ use tokio::net::TcpListener;
 pub use api::AppState;
 pub use config::Config;
 
-/// Opens the database, loads the key and builds providers.
+/// Loads the key, opens the database (checking the key against it) and builds providers.
 pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let secrets = secrets::Secrets::load(
+        cfg.secret_key.as_ref().map(|k| k.0.as_str()),
+        cfg.secret_key_file.as_deref(),
+        &cfg.data_dir,
+        cfg.dev.is_some(),
+    )?;
     let db = db::Db::open(
         &cfg.effective_database_url(),
         cfg.pg_schema.as_deref(),
         cfg.max_connections,
+        &secrets,
     )
     .await?;
-    let key = load_key(&cfg)?;
     let sms = notify::Sms::from_config(&cfg.sms, &cfg.data_dir)?;
     let email = notify::Email::from_config(&cfg.email, &cfg.data_dir)?;
     Ok(AppState(Arc::new(api::Inner {
         cfg,
         db,
-        key,
+        secrets,
         sms,
         email,
         clock: db::Clock::default(),
         contacts_cache: Mutex::new(HashMap::new()),
     })))
-}
-
-fn load_key(cfg: &Config) -> anyhow::Result<Vec<u8>> {
-    if let Some(hex_key) = &cfg.secret_key {
-        let key = hex::decode(hex_key.trim()).context("secret_key must be hex")?;
-        anyhow::ensure!(key.len() >= 16, "secret_key must be at least 16 bytes");
-        return Ok(key);
-    }
-    let path = cfg.data_dir.join("secret.key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return hex::decode(text.trim()).context("secret.key is not hex");
-    }
-    let key: [u8; 32] = rand::random();
-    write_private(&path, hex::encode(key).as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated a new secret key");
-    Ok(key.to_vec())
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(data)
 }
 
 /// A running service: its bound addresses and the state (tests reach the clock through it).

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vigil_billing::{build_state, dids, spawn, Config};
+use vigil_billing::config::SecretString;
+use vigil_billing::{build_state, dids, secrets, spawn, Config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,7 +45,12 @@ struct Cli {
         hide_env_values = true
     )]
     internal_token: Option<String>,
-    /// Development mode: SMS and email go to files in the data directory. Never in production.
+    /// File holding the 32-byte secret key (hex or base64) that seals SIP passwords at rest.
+    /// The key itself may instead come from VIGIL_BILLING_SECRET_KEY. Required unless --dev.
+    #[arg(long, env = secrets::KEY_FILE_ENV, global = true)]
+    secret_key_file: Option<PathBuf>,
+    /// Development mode: SMS and email go to files in the data directory, and a secret key is
+    /// generated there when none is configured. Never in production.
     #[arg(long, global = true)]
     dev: bool,
     /// With --dev: a CAPTCHA answer that is always accepted.
@@ -102,6 +108,16 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = &cli.internal_token {
         cfg.internal_token = Some(v.clone());
+    }
+    // The key itself is read from the environment only, never from a flag: command lines are
+    // visible to every user of the host.
+    if let Ok(v) = std::env::var(secrets::KEY_ENV) {
+        if !v.trim().is_empty() {
+            cfg.secret_key = Some(SecretString(v));
+        }
+    }
+    if let Some(v) = &cli.secret_key_file {
+        cfg.secret_key_file = Some(v.clone());
     }
     if cli.dev {
         cfg.enable_dev(cli.dev_captcha_answer.clone());

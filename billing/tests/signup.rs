@@ -155,7 +155,10 @@ async fn otp_locks_after_five_wrong_attempts(b: Backend) {
     assert!(!mac.contains(&code));
     assert_eq!(
         mac,
-        hmac_hex(&h.state.key, &["otp", "signup", "12065550001", &code])
+        hmac_hex(
+            h.state.secrets.mac_key(),
+            &["otp", "signup", "12065550001", &code]
+        )
     );
     // A fresh code (after the resend interval) works.
     h.state.clock.advance(31);
@@ -257,7 +260,7 @@ async fn captcha_is_single_use_and_expires(b: Backend) {
     // A known answer (planted with the server key) works once.
     let now = h.state.now();
     let plant = |id: &str, expires: i64| {
-        let mac = hmac_hex(&h.state.key, &["captcha", id, "731904"]);
+        let mac = hmac_hex(h.state.secrets.mac_key(), &["captcha", id, "731904"]);
         sqlx::query("INSERT INTO captchas (id, answer_mac, expires_at) VALUES ($1, $2, $3)")
             .bind(id.to_owned())
             .bind(mac)

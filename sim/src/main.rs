@@ -45,6 +45,15 @@ enum Command {
         /// Advertised SETTINGS_MAX_CONCURRENT_STREAMS.
         #[arg(long, default_value_t = 1000)]
         max_concurrent_streams: u32,
+        /// Generate this many keys, each of its own team (the first uses `--team-id` /
+        /// `--key-id`, the others `VIGILTEAM<i>` / `VIGILKEY<ii>`), so that several senders
+        /// (a gateway and h2load in one benchmark) each have a provider token of their own.
+        #[arg(long, default_value_t = 1, conflicts_with = "trust_key", value_parser = clap::value_parser!(u8).range(1..))]
+        keys: u8,
+        /// Accepted pushes kept in memory (for the statistics printed at exit the counters
+        /// suffice; 0 keeps none, which suits long benchmark runs).
+        #[arg(long, default_value_t = 100_000)]
+        record: usize,
     },
     /// Run a mock FCM HTTP v1 with its OAuth token endpoint.
     MockFcm {
@@ -82,38 +91,56 @@ async fn main() -> CliResult {
             team_id,
             key_id,
             max_concurrent_streams,
+            keys,
+            record,
         } => {
             let ca = Arc::new(TestCa::generate()?);
             write(&ca_out, &ca.ca_pem)?;
             let team_id = team_id.unwrap_or_else(|| "VIGILTEAM1".to_owned());
             let key_id = key_id.unwrap_or_else(|| "VIGILKEY01".to_owned());
-            let (key, example_token) = match trust_key {
+            let (trusted, example_token) = match trust_key {
                 Some(path) => (
-                    ApnsKey::from_public_key(&team_id, &key_id, &std::fs::read(&path)?)?,
+                    vec![ApnsKey::from_public_key(
+                        &team_id,
+                        &key_id,
+                        &std::fs::read(&path)?,
+                    )?],
                     None,
                 ),
                 None => {
-                    let signing = ApnsSigningKey::generate(&team_id, &key_id)?;
                     let dir = key_out.unwrap_or_else(|| parent(&ca_out));
-                    let path = dir.join(format!("AuthKey_{key_id}.p8"));
-                    write(&path, &signing.p8_pem())?;
-                    println!(
-                        "APNs signing key: {} (team {team_id}, key {key_id})",
-                        path.display()
-                    );
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)?
                         .as_secs();
-                    (signing.public_key(), Some(signing.provider_token(now)))
+                    let mut trusted = Vec::new();
+                    let mut example = None;
+                    for i in 1..=keys {
+                        let (team, kid) = if i == 1 {
+                            (team_id.clone(), key_id.clone())
+                        } else {
+                            (format!("VIGILTEAM{i}"), format!("VIGILKEY{i:02}"))
+                        };
+                        let signing = ApnsSigningKey::generate(&team, &kid)?;
+                        let path = dir.join(format!("AuthKey_{kid}.p8"));
+                        write(&path, &signing.p8_pem())?;
+                        println!(
+                            "APNs signing key: {} (team {team}, key {kid})",
+                            path.display()
+                        );
+                        example.get_or_insert_with(|| signing.provider_token(now));
+                        trusted.push(signing.public_key());
+                    }
+                    (trusted, example)
                 }
             };
-            let mut cfg = MockApnsConfig::new(ca, vec![key]);
+            let mut cfg = MockApnsConfig::new(ca, trusted);
             cfg.listen = listen;
             cfg.max_concurrent_streams = max_concurrent_streams;
+            cfg.record_capacity = record;
             let handle = MockApns::start(cfg).await?;
             println!("CA certificate: {}", ca_out.display());
             if let Some(token) = example_token {
-                // A throw-away test key: printing a token for curl/h2load is the point.
+                // A throw-away test key (the first one): printing a token for curl/h2load is the point.
                 println!("provider token valid for 60 minutes: {token}");
             }
             // Printed last: scripts wait for this line to know the mock is ready.

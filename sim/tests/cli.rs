@@ -149,6 +149,45 @@ async fn mock_apns_binary_writes_ca_and_key_and_serves() {
     run.stop().await;
 }
 
+/// `--keys 2`: two keys of two teams, each accepted on a connection of its own, so two
+/// senders (a gateway and h2load in the push benchmark) never trip the token-update rule.
+#[tokio::test]
+async fn mock_apns_binary_generates_several_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    let (run, addr) = start(&[
+        "mock-apns",
+        "--listen",
+        "127.0.0.1:0",
+        "--ca-out",
+        ca.to_str().expect("utf-8"),
+        "--keys",
+        "2",
+    ])
+    .await;
+    for (team, kid) in [("VIGILTEAM1", "VIGILKEY01"), ("VIGILTEAM2", "VIGILKEY02")] {
+        let p8 = dir.path().join(format!("AuthKey_{kid}.p8"));
+        let line = format!(
+            "APNs signing key: {} (team {team}, key {kid})",
+            p8.display()
+        );
+        assert!(run.printed.contains(&line), "{:?}", run.printed);
+        let key = ApnsSigningKey::from_p8_pem(
+            team,
+            kid,
+            &std::fs::read_to_string(&p8).expect(".p8 written"),
+        )
+        .expect("a P-256 .p8");
+        let mut c = client_trusting(&ca, addr).await;
+        let a = c
+            .request(apns_push(&key.provider_token(now())), br#"{"aps":{}}"#)
+            .await
+            .expect("answer");
+        assert_eq!(a.status, StatusCode::OK, "{team}: {}", a.reason());
+    }
+    run.stop().await;
+}
+
 #[tokio::test]
 async fn mock_apns_binary_trusts_a_given_key() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -129,7 +129,8 @@ async fn create_account(
         extension,
         extension_name: opt_field(req.extension_name, "extension_name", 100)?,
     };
-    let creds = accounts::provision(&st.db, &st.cfg.sip.domain, &new, st.now()).await?;
+    let creds =
+        accounts::provision(&st.db, &st.secrets, &st.cfg.sip.domain, &new, st.now()).await?;
     Ok((StatusCode::CREATED, Json(creds)))
 }
 

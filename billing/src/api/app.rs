@@ -3,7 +3,9 @@
 //! The contact list is built for the app's periodic refresh: every change to a PBX customer's
 //! accounts bumps the customer's `contacts_version` in the same transaction, the ETag is derived
 //! from that version (and the query), and `If-None-Match` is answered with 304 after one indexed
-//! single-row read. The unfiltered list is cached serialised per customer and version.
+//! single-row read. The unfiltered list is cached serialised per customer and version; after a
+//! change it is brought up to date from the rows changed since (one indexed range read), not
+//! rebuilt, so the first request after an administrator's edit costs about as much as any other.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -148,20 +150,20 @@ pub async fn contacts(
                     .all(|c| c.is_ascii_digit() || "+-() .".contains(c));
                 let digits: String = s.chars().filter(char::is_ascii_digit).collect();
                 let hits: Vec<&Contact> = snap
-                    .contacts
+                    .entries
                     .iter()
-                    .zip(&snap.haystacks)
-                    .filter(|(c, hay)| {
+                    .filter(|e| {
+                        let c = &e.contact;
                         if number_query {
                             !digits.is_empty()
                                 && (c.extension.contains(&digits)
                                     || c.number.contains(&digits)
                                     || c.mobile.contains(&digits))
                         } else {
-                            hay.contains(s.as_str())
+                            e.haystack.contains(s.as_str())
                         }
                     })
-                    .map(|(c, _)| c)
+                    .map(|e| &e.contact)
                     .collect();
                 let v = json!({ "version": version, "contacts": hits });
                 Bytes::from(
@@ -171,10 +173,10 @@ pub async fn contacts(
         };
         return Ok(json_response(body, etag_value));
     };
-    let rows: Vec<ContactRow> = sqlx::query_as(
-        "SELECT id, first_name, last_name, extension, extension_name, mobile, contact_seq, removed \
-         FROM accounts WHERE customer_id = $1 AND contact_seq > $2 ORDER BY extension, id",
-    )
+    let rows: Vec<ContactRow> = sqlx::query_as(&format!(
+        "SELECT {CONTACT_COLUMNS} FROM accounts WHERE customer_id = $1 AND contact_seq > $2 \
+         ORDER BY extension, id"
+    ))
     .bind(customer)
     .bind(since)
     .fetch_all(&st.db.pool)
@@ -218,66 +220,172 @@ fn contact_from_row(row: ContactRow) -> Result<Contact, String> {
     })
 }
 
-/// The customer's full list at `version`, from the cache or built and cached. Searches filter
-/// this snapshot in memory, so neither the list nor a search touches the accounts table while
-/// nothing has changed.
-async fn snapshot(st: &AppState, customer: i64, version: i64) -> ApiResult<Arc<CachedContacts>> {
-    {
-        let cache = st
-            .contacts_cache
-            .lock()
-            .map_err(|_| ApiError::Internal("contacts cache poisoned"))?;
-        if let Some(c) = cache.get(&customer).filter(|c| c.version == version) {
-            return Ok(c.clone());
-        }
-    }
-    let rows: Vec<ContactRow> = sqlx::query_as(
-        "SELECT id, first_name, last_name, extension, extension_name, mobile, contact_seq, removed \
-         FROM accounts WHERE customer_id = $1 AND removed = 0 AND extension IS NOT NULL ORDER BY extension, id",
-    )
-    .bind(customer)
-    .fetch_all(&st.db.pool)
-    .await?;
-    let contacts: Vec<Contact> = rows
+/// One entry of a cached contact list: the contact, its JSON (a slice of the list body) and its
+/// names joined and lower-cased for search.
+#[derive(Debug)]
+pub struct CachedEntry {
+    /// The contact.
+    pub contact: Contact,
+    /// `serde_json` of `contact`.
+    pub json: Box<[u8]>,
+    /// Display name, first, last and extension name, lower-cased, one per line.
+    pub haystack: String,
+}
+
+impl CachedEntry {
+    fn new(contact: Contact) -> ApiResult<CachedEntry> {
+        let json = serde_json::to_vec(&contact)
+            .map_err(|_| ApiError::Internal("serialise contacts"))?
+            .into_boxed_slice();
+        let haystack = [
+            Some(contact.display_name.as_str()),
+            contact.first_name.as_deref(),
+            contact.last_name.as_deref(),
+            contact.extension_name.as_deref(),
+        ]
         .into_iter()
-        .filter_map(|r| contact_from_row(r).ok())
-        .collect();
-    let haystacks = contacts
-        .iter()
-        .map(|c| {
-            [
-                Some(c.display_name.as_str()),
-                c.first_name.as_deref(),
-                c.last_name.as_deref(),
-                c.extension_name.as_deref(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("\n")
-            .to_lowercase()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+        .to_lowercase();
+        Ok(CachedEntry {
+            contact,
+            json,
+            haystack,
         })
-        .collect();
-    let body = json!({ "version": version, "contacts": contacts });
-    let body = Bytes::from(
-        serde_json::to_vec(&body).map_err(|_| ApiError::Internal("serialise contacts"))?,
-    );
-    let snap = Arc::new(CachedContacts {
-        version,
-        body,
-        contacts,
-        haystacks,
-    });
+    }
+}
+
+const CONTACT_COLUMNS: &str =
+    "id, first_name, last_name, extension, extension_name, mobile, contact_seq, removed";
+
+/// The customer's full list at `version`: from the cache when it is current; otherwise the
+/// cached list brought forward with the rows changed since its version (`contact_seq >
+/// cached.version`, an index range read that after an admin edit returns one row); otherwise
+/// (first request, or the cache was reset) built from all the customer's rows. Searches filter
+/// this snapshot in memory, so neither the list nor a search reads the whole accounts table while
+/// nothing has changed.
+///
+/// The delta has no upper bound: rows changed after `version` was read are applied too (and
+/// again, harmlessly, by the next delta). Every change numbered `version` or lower committed
+/// before `version` could be read (the customer row is locked from the bump to the commit), so
+/// the snapshot holds all of them.
+pub async fn snapshot(
+    st: &AppState,
+    customer: i64,
+    version: i64,
+) -> ApiResult<Arc<CachedContacts>> {
+    let cached = st
+        .contacts_cache
+        .lock()
+        .map_err(|_| ApiError::Internal("contacts cache poisoned"))?
+        .get(&customer)
+        .cloned();
+    let snap = match cached {
+        Some(c) if c.version == version => return Ok(c),
+        Some(old) if old.version < version => {
+            let rows: Vec<ContactRow> = sqlx::query_as(&format!(
+                "SELECT {CONTACT_COLUMNS} FROM accounts WHERE customer_id = $1 AND contact_seq > $2"
+            ))
+            .bind(customer)
+            .bind(old.version)
+            .fetch_all(&st.db.pool)
+            .await?;
+            brought_forward(&old, rows, version)?
+        }
+        _ => {
+            let rows: Vec<ContactRow> = sqlx::query_as(&format!(
+                "SELECT {CONTACT_COLUMNS} FROM accounts \
+                 WHERE customer_id = $1 AND removed = 0 AND extension IS NOT NULL"
+            ))
+            .bind(customer)
+            .fetch_all(&st.db.pool)
+            .await?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for row in rows {
+                if let Ok(c) = contact_from_row(row) {
+                    entries.push(Arc::new(CachedEntry::new(c)?));
+                }
+            }
+            sort_entries(&mut entries);
+            CachedContacts {
+                version,
+                body: list_body(version, &entries),
+                entries,
+            }
+        }
+    };
+    let snap = Arc::new(snap);
     let mut cache = st
         .contacts_cache
         .lock()
         .map_err(|_| ApiError::Internal("contacts cache poisoned"))?;
-    if cache.len() >= 1_000 {
+    if cache.len() >= 1_000 && !cache.contains_key(&customer) {
         // Bounded memory: a crude reset is enough, rebuilding one list is cheap.
         cache.clear();
     }
-    cache.insert(customer, snap.clone());
+    // A slower request that read an older version must not replace a newer snapshot.
+    match cache.get(&customer) {
+        Some(c) if c.version >= snap.version => {}
+        _ => {
+            cache.insert(customer, snap.clone());
+        }
+    }
     Ok(snap)
+}
+
+/// `old` with the changed `rows` applied: each changed account is dropped from the list and
+/// re-added unless it is now removed or has no extension. Unchanged entries are shared.
+fn brought_forward(
+    old: &CachedContacts,
+    rows: Vec<ContactRow>,
+    version: i64,
+) -> ApiResult<CachedContacts> {
+    let changed: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let mut entries: Vec<Arc<CachedEntry>> = Vec::with_capacity(old.entries.len() + rows.len());
+    entries.extend(
+        old.entries
+            .iter()
+            .filter(|e| !changed.contains(e.contact.id.as_str()))
+            .cloned(),
+    );
+    drop(changed);
+    for row in rows {
+        if let Ok(c) = contact_from_row(row) {
+            entries.push(Arc::new(CachedEntry::new(c)?));
+        }
+    }
+    sort_entries(&mut entries);
+    Ok(CachedContacts {
+        version,
+        body: list_body(version, &entries),
+        entries,
+    })
+}
+
+/// List order: by extension, then id. Sorted here rather than in SQL so that a full build and a
+/// delta agree whatever the database's collation. The sort is stable and adaptive: after a delta
+/// the list is one sorted run plus a few appended entries.
+fn sort_entries(entries: &mut [Arc<CachedEntry>]) {
+    entries.sort_by(|a, b| {
+        (a.contact.extension.as_str(), a.contact.id.as_str())
+            .cmp(&(b.contact.extension.as_str(), b.contact.id.as_str()))
+    });
+}
+
+/// `{"version":V,"contacts":[...]}` from the entries' stored JSON, without serialising again.
+fn list_body(version: i64, entries: &[Arc<CachedEntry>]) -> Bytes {
+    let len: usize = entries.iter().map(|e| e.json.len() + 1).sum();
+    let mut out = Vec::with_capacity(len + 48);
+    out.extend_from_slice(format!("{{\"version\":{version},\"contacts\":[").as_bytes());
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&e.json);
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
 }
 
 fn json_response(body: Bytes, etag: HeaderValue) -> Response {

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::db::{Clock, Db};
 use crate::error::ApiError;
 use crate::notify::{Email, Sms};
+use crate::secrets::Secrets;
 use crate::util::constant_time_eq;
 
 /// Everything a handler needs.
@@ -38,8 +39,8 @@ pub struct Inner {
     pub cfg: Config,
     /// Database.
     pub db: Db,
-    /// Server key for MACs.
-    pub key: Vec<u8>,
+    /// The keys: MACs of codes and CAPTCHA answers, sealing of SIP passwords.
+    pub secrets: Secrets,
     /// SMS provider.
     pub sms: Sms,
     /// Email provider.
@@ -50,18 +51,17 @@ pub struct Inner {
     pub contacts_cache: Mutex<HashMap<i64, Arc<CachedContacts>>>,
 }
 
-/// A PBX customer's contact list at one version: the serialised full list, and the entries
-/// with their lower-cased searchable text for in-memory search.
+/// A PBX customer's contact list at one version: the serialised full list, and the entries in
+/// list order, each with its own JSON and search text so that a change re-serialises only the
+/// entries it touched (see `app::snapshot`).
 #[derive(Debug)]
 pub struct CachedContacts {
     /// Version it was built at.
     pub version: i64,
     /// JSON body of the full list.
     pub body: Bytes,
-    /// The entries, in list order.
-    pub contacts: Vec<app::Contact>,
-    /// Per entry: names joined and lower-cased.
-    pub haystacks: Vec<String>,
+    /// The entries, ordered by (extension, id).
+    pub entries: Vec<Arc<app::CachedEntry>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -193,7 +193,7 @@ impl FromRequestParts<AppState> for AuthAccount {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        accounts::authenticate(&state.db, authorization(parts), state.now()).await
+        accounts::authenticate(&state.db, &state.secrets, authorization(parts), state.now()).await
     }
 }
 

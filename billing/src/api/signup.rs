@@ -28,7 +28,7 @@ pub async fn captcha(State(st): State<AppState>, client: ClientAddr) -> ApiResul
         st.cfg.captcha.per_client_per_hour,
     )
     .await?;
-    let issued = captcha::issue(&st.db, &st.key, now, st.cfg.captcha.ttl_secs).await?;
+    let issued = captcha::issue(&st.db, st.secrets.mac_key(), now, st.cfg.captcha.ttl_secs).await?;
     let mut resp = issued.png.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
@@ -100,7 +100,7 @@ async fn start(st: &AppState, client: &ClientAddr, req: StartRequest) -> ApiResu
         .and_then(|d| d.captcha_answer.as_deref());
     captcha::verify(
         &st.db,
-        &st.key,
+        st.secrets.mac_key(),
         now,
         &req.captcha_id,
         &req.captcha_answer,
@@ -135,7 +135,15 @@ pub async fn start_signup(
         ));
     }
     let (mobile, now) = start(&st, &client, req).await?;
-    let code = otp::issue(&st.db, &st.key, &st.cfg.otp, now, &mobile, Purpose::Signup).await?;
+    let code = otp::issue(
+        &st.db,
+        st.secrets.mac_key(),
+        &st.cfg.otp,
+        now,
+        &mobile,
+        Purpose::Signup,
+    )
+    .await?;
     let text = st.cfg.sms.text_template.replace("{code}", &code);
     if let Err(e) = st.sms.send(&mobile, &text).await {
         // Every number gets an SMS, so reporting the failure reveals nothing about accounts.
@@ -158,7 +166,7 @@ pub async fn verify_signup(
     let now = st.now();
     otp::verify(
         &st.db,
-        &st.key,
+        st.secrets.mac_key(),
         &st.cfg.otp,
         now,
         &mobile,
@@ -168,7 +176,10 @@ pub async fn verify_signup(
     .await?;
     // The caller has now proved they own the number, so it is safe to say what exists.
     let (creds, created) = match accounts::find_by_mobile(&st.db, &mobile).await? {
-        Some((id, Kind::Individual, _)) => (accounts::credentials(&st.db, &id).await?, false),
+        Some((id, Kind::Individual, _)) => (
+            accounts::credentials(&st.db, &st.secrets, &id).await?,
+            false,
+        ),
         Some((_, Kind::Pbx, _)) => {
             return Err(ApiError::conflict(
                 "pbx_account",
@@ -190,7 +201,8 @@ pub async fn verify_signup(
                 extension: None,
                 extension_name: None,
             };
-            let creds = accounts::provision(&st.db, &st.cfg.sip.domain, &new, now).await?;
+            let creds =
+                accounts::provision(&st.db, &st.secrets, &st.cfg.sip.domain, &new, now).await?;
             tracing::info!(mobile = %mobile, "individual account provisioned");
             (creds, true)
         }
@@ -225,7 +237,7 @@ pub async fn start_signin(
     if let Some((_, Kind::Pbx, Some(email))) = accounts::find_by_mobile(&st.db, &mobile).await? {
         let code = otp::issue(
             &st.db,
-            &st.key,
+            st.secrets.mac_key(),
             &st.cfg.otp,
             now,
             &mobile,
@@ -251,7 +263,7 @@ pub async fn verify_signin(
     let now = st.now();
     otp::verify(
         &st.db,
-        &st.key,
+        st.secrets.mac_key(),
         &st.cfg.otp,
         now,
         &mobile,
@@ -263,6 +275,6 @@ pub async fn verify_signin(
         // The account was removed between the code and its use.
         return Err(ApiError::Otp);
     };
-    let creds = accounts::credentials(&st.db, &id).await?;
+    let creds = accounts::credentials(&st.db, &st.secrets, &id).await?;
     respond(&st, creds, false, now).await
 }

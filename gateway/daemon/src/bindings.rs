@@ -9,7 +9,7 @@
 //! are opened only to build a REGISTER or a push, or to check credentials.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use crate::store::DeviceRecord;
 
@@ -112,8 +112,6 @@ pub enum Text {
     AppVersion,
 }
 
-const TEXT_FIELDS: usize = 12;
-
 /// A snapshot of a binding's registration status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status {
@@ -191,15 +189,99 @@ impl Reason {
     }
 }
 
+/// Where a [`Text`] field lives: in the device's own bytes or in the shared interned text.
+#[derive(Clone, Copy)]
+enum Place {
+    Own(usize),
+    Shared(usize),
+}
+
+impl Text {
+    fn place(self) -> Place {
+        match self {
+            Self::DeviceId => Place::Own(0),
+            Self::Username => Place::Own(1),
+            Self::AuthUsername => Place::Own(2),
+            Self::DisplayName => Place::Own(3),
+            Self::Domain => Place::Shared(0),
+            Self::OutboundProxy => Place::Shared(1),
+            Self::Transport => Place::Shared(2),
+            Self::PushKind => Place::Shared(3),
+            Self::PushTopic => Place::Shared(4),
+            Self::PushEnv => Place::Shared(5),
+            Self::AppId => Place::Shared(6),
+            Self::AppVersion => Place::Shared(7),
+        }
+    }
+}
+
+/// Text fields that are per device: device id, username, auth username, display name.
+const OWN_FIELDS: usize = 4;
+/// Text fields that many devices share: domain, outbound proxy, transport, push kind, push
+/// topic, push environment, app id, app version.
+const SHARED_FIELDS: usize = 8;
+
+/// The shared text fields of one (operator, app) combination, in one string with end offsets.
+/// A million devices of one app on one operator hold one of these between them.
+#[derive(PartialEq, Eq, Hash)]
+struct SharedText {
+    text: Box<str>,
+    ends: [u16; SHARED_FIELDS],
+}
+
+impl SharedText {
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text
+            .get(usize::from(start)..usize::from(self.ends[i]))
+            .expect("ends are char boundaries recorded while building the string")
+    }
+}
+
+/// The process-wide interner of [`SharedText`]s. Lock-free like the binding maps; an entry
+/// is dropped by the last binding that uses it (see `Drop for Binding`), so it holds no more
+/// entries than there are distinct combinations in use (plus, at worst, a few left behind by
+/// a race between a last drop and a new intern, which costs a few bytes and no correctness:
+/// equal texts compare equal whether or not they share an allocation).
+static SHARED: LazyLock<papaya::HashSet<Arc<SharedText>>> = LazyLock::new(papaya::HashSet::new);
+
+fn intern(fields: [&str; SHARED_FIELDS]) -> Result<Arc<SharedText>, RecordError> {
+    let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
+    let mut ends = [0u16; SHARED_FIELDS];
+    for (i, f) in fields.iter().enumerate() {
+        text.push_str(f);
+        ends[i] = u16::try_from(text.len()).map_err(|_| RecordError::TooLarge)?;
+    }
+    let candidate = SharedText {
+        text: text.into_boxed_str(),
+        ends,
+    };
+    let set = SHARED.pin();
+    if let Some(found) = set.get(&candidate) {
+        return Ok(found.clone());
+    }
+    let fresh = Arc::new(candidate);
+    set.insert(fresh.clone());
+    // Another thread may have interned the same text meanwhile: use whichever is in the set,
+    // so that later bindings share one allocation.
+    Ok(set.get(&*fresh).cloned().unwrap_or(fresh))
+}
+
 /// One device in memory; see the module documentation. `Debug` prints no personal data.
+///
+/// Layout (about 120 bytes inline, plus one heap block for what is the device's own): the
+/// device id, username, auth username and display name, then the sealed password and the
+/// sealed push tokens, back to back in `own`; the eight fields that many devices share
+/// (domain, proxy, transport, push kind/topic/environment, app id/version) behind one
+/// interned `Arc`.
 pub struct Binding {
     /// Contact token and engine binding id.
     pub token: ContactToken,
-    text: Box<str>,
-    ends: [u16; TEXT_FIELDS],
-    /// Sealed password followed by the sealed push tokens.
-    sealed: Box<[u8]>,
-    password_len: u16,
+    /// Own text fields, then the sealed password, then the sealed push tokens.
+    own: Box<[u8]>,
+    /// End offsets in `own` of the own text fields and of the sealed password.
+    ends: [u16; OWN_FIELDS + 1],
+    shared: Arc<SharedText>,
     /// SHA-256 of the device secret.
     pub secret_hash: [u8; 32],
     /// Digest of the last PUT body (idempotency).
@@ -210,6 +292,15 @@ pub struct Binding {
     status: AtomicU64,
     next_at_ms: AtomicU64,
     last_put_ms: AtomicU64,
+}
+
+impl Drop for Binding {
+    fn drop(&mut self) {
+        // The interner's reference and ours are the last two: nobody else uses this text.
+        if Arc::strong_count(&self.shared) == 2 {
+            SHARED.pin().remove(&*self.shared);
+        }
+    }
 }
 
 impl std::fmt::Debug for Binding {
@@ -243,38 +334,45 @@ impl Binding {
         if token.0 as i64 != r.binding_id {
             return Err(RecordError::Token);
         }
-        let o = |v: &Option<String>| v.clone().unwrap_or_default();
-        let fields: [String; TEXT_FIELDS] = [
-            r.device_id.clone(),
-            r.username.clone(),
+        fn o(v: &Option<String>) -> &str {
+            v.as_deref().unwrap_or("")
+        }
+        let own_text = [
+            r.device_id.as_str(),
+            &r.username,
             o(&r.auth_username),
-            r.domain.clone(),
+            o(&r.display_name),
+        ];
+        let shared = intern([
+            &r.domain,
             o(&r.outbound_proxy),
             o(&r.transport),
-            o(&r.display_name),
-            r.push_kind.clone(),
+            &r.push_kind,
             o(&r.push_topic),
             o(&r.push_env),
-            r.app_id.clone(),
-            r.app_version.clone(),
-        ];
-        let mut text = String::with_capacity(fields.iter().map(String::len).sum());
-        let mut ends = [0u16; TEXT_FIELDS];
-        for (i, f) in fields.iter().enumerate() {
-            text.push_str(f);
-            ends[i] = u16::try_from(text.len()).map_err(|_| RecordError::TooLarge)?;
+            &r.app_id,
+            &r.app_version,
+        ])?;
+        let len = own_text.iter().map(|f| f.len()).sum::<usize>()
+            + r.password_enc.len()
+            + r.push_enc.len();
+        let mut own = Vec::with_capacity(len);
+        let mut ends = [0u16; OWN_FIELDS + 1];
+        for (i, f) in own_text
+            .iter()
+            .map(|t| t.as_bytes())
+            .chain([r.password_enc.as_slice()])
+            .enumerate()
+        {
+            own.extend_from_slice(f);
+            ends[i] = u16::try_from(own.len()).map_err(|_| RecordError::TooLarge)?;
         }
-        let password_len =
-            u16::try_from(r.password_enc.len()).map_err(|_| RecordError::TooLarge)?;
-        let mut sealed = Vec::with_capacity(r.password_enc.len() + r.push_enc.len());
-        sealed.extend_from_slice(&r.password_enc);
-        sealed.extend_from_slice(&r.push_enc);
+        own.extend_from_slice(&r.push_enc);
         Ok(Self {
             token,
-            text: text.into_boxed_str(),
+            own: own.into_boxed_slice(),
             ends,
-            sealed: sealed.into_boxed_slice(),
-            password_len,
+            shared,
             secret_hash: r
                 .secret_hash
                 .as_slice()
@@ -331,15 +429,17 @@ impl Binding {
 
     /// One text field ("" for an absent optional one).
     pub fn text(&self, field: Text) -> &str {
-        let i = field as usize;
-        let start = if i == 0 {
-            0
-        } else {
-            usize::from(self.ends[i - 1])
-        };
-        self.text
-            .get(start..usize::from(self.ends[i]))
-            .expect("ends are char boundaries recorded while building the string")
+        match field.place() {
+            Place::Own(i) => std::str::from_utf8(self.own_range(i))
+                .expect("own text fields were copied from strings at their char boundaries"),
+            Place::Shared(i) => self.shared.get(i),
+        }
+    }
+
+    /// Bytes of segment `i` of `own` (`i <= OWN_FIELDS`: a text field or the password).
+    fn own_range(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.own[usize::from(start)..usize::from(self.ends[i])]
     }
 
     /// The device id.
@@ -349,12 +449,12 @@ impl Binding {
 
     /// The sealed SIP password.
     pub fn password_sealed(&self) -> &[u8] {
-        &self.sealed[..usize::from(self.password_len)]
+        self.own_range(OWN_FIELDS)
     }
 
     /// The sealed push tokens (JSON).
     pub fn push_sealed(&self) -> &[u8] {
-        &self.sealed[usize::from(self.password_len)..]
+        &self.own[usize::from(self.ends[OWN_FIELDS])..]
     }
 
     /// The registration status.
@@ -380,9 +480,10 @@ impl Binding {
         self.last_put_ms.store(now_ms, Ordering::Release);
     }
 
-    /// Heap bytes owned by this entry beyond its inline size.
+    /// Heap bytes owned by this entry beyond its inline size (the shared text, interned
+    /// once for many devices, not counted).
     pub fn heap_bytes(&self) -> usize {
-        self.text.len() + self.sealed.len()
+        self.own.len()
     }
 }
 
@@ -406,11 +507,48 @@ fn unpack(v: u64) -> Status {
     }
 }
 
+/// A `by_device` key: the binding itself, hashed and compared by its device id, so the map
+/// needs no second copy of the id (a boxed string key would cost another heap block per
+/// device). `Borrow<str>` lets lookups take a plain `&str`; `Hash` and `Eq` are those of the
+/// id, as `Borrow` requires.
+struct DeviceKey(Arc<Binding>);
+
+impl std::borrow::Borrow<str> for DeviceKey {
+    fn borrow(&self) -> &str {
+        self.0.device_id()
+    }
+}
+
+impl std::hash::Hash for DeviceKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.device_id().hash(state);
+    }
+}
+
+impl PartialEq for DeviceKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.device_id() == other.0.device_id()
+    }
+}
+
+impl Eq for DeviceKey {}
+
 /// The two maps; see the module documentation.
-#[derive(Debug, Default)]
+///
+/// Each papaya entry is its own heap block (key and value); keys are the binding (by device)
+/// and the token (by token), so neither map copies the device id.
+#[derive(Default)]
 pub struct BindingTable {
-    by_device: papaya::HashMap<Box<str>, Arc<Binding>>,
+    by_device: papaya::HashMap<DeviceKey, Arc<Binding>>,
     by_token: papaya::HashMap<u64, Arc<Binding>>,
+}
+
+impl std::fmt::Debug for BindingTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindingTable")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BindingTable {
@@ -425,7 +563,7 @@ impl BindingTable {
         let by_token = self.by_token.pin();
         by_token.insert(binding.token.0, binding.clone());
         let old = by_device
-            .insert(binding.device_id().into(), binding.clone())
+            .insert(DeviceKey(binding.clone()), binding.clone())
             .cloned();
         if let Some(old) = &old {
             if old.token != binding.token {
@@ -440,7 +578,7 @@ impl BindingTable {
         let fresh = self
             .by_device
             .pin()
-            .try_insert(binding.device_id().into(), binding.clone())
+            .try_insert(DeviceKey(binding.clone()), binding.clone())
             .is_ok();
         if fresh {
             self.by_token.pin().insert(binding.token.0, binding);
@@ -541,6 +679,30 @@ mod tests {
         let mut bad = r.clone();
         bad.binding_id += 1;
         assert_eq!(Binding::from_record(&bad).err(), Some(RecordError::Token));
+    }
+
+    #[test]
+    fn shared_text_is_interned_once_and_dropped_with_its_last_binding() {
+        // A domain no other test uses: the interner is process-wide.
+        let mut r = record("i1");
+        r.domain = "intern-test.example".into();
+        let a = Binding::from_record(&r).unwrap();
+        let mut r2 = record("i2");
+        r2.domain = "intern-test.example".into();
+        let b = Binding::from_record(&r2).unwrap();
+        assert!(Arc::ptr_eq(&a.shared, &b.shared));
+        assert_eq!(b.text(Text::Domain), "intern-test.example");
+        assert_eq!(b.text(Text::DeviceId), "i2");
+        r2.app_version = "2.0".into();
+        let c = Binding::from_record(&r2).unwrap();
+        assert!(!Arc::ptr_eq(&a.shared, &c.shared), "another app version");
+        let key = SharedText {
+            text: a.shared.text.clone(),
+            ends: a.shared.ends,
+        };
+        assert!(SHARED.pin().contains(&key));
+        drop((a, b, c));
+        assert!(!SHARED.pin().contains(&key), "the last binding let go");
     }
 
     #[test]

@@ -93,15 +93,48 @@ pub struct Config {
     pub store: StoreConfig,
     /// The key that seals passwords and push tokens at rest.
     pub crypto: CryptoConfig,
+    /// Registering the devices upstream.
+    pub reg: RegSettings,
+    /// Push channels (APNs, FCM HTTP v1, the QUIC wake channel); none by default.
+    pub push: crate::push::PushConfig,
+}
+
+/// The `[reg]` table: how the gateway registers devices on the operator's SIP server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegSettings {
+    /// `host[:port]` every REGISTER is sent to (an outbound proxy for all devices). Without
+    /// it, a device's outbound proxy or domain is used when it is an IP address; DNS names
+    /// need the RFC 3263 resolver.
+    pub upstream: Option<String>,
+    /// `host:port` the upstream reaches the gateway at, put in every Contact and Via (the
+    /// public address behind NAT or a load balancer). Default: the first UDP listener's
+    /// address (else the first TCP one); required when that is a wildcard address.
+    pub contact_addr: Option<String>,
+    /// Global pace of REGISTER requests, challenge answers included (0: unlimited). After a
+    /// restart every stored device is re-registered at this pace.
+    pub max_registers_per_sec: u32,
+    /// REGISTERs that may go at once after an idle period.
+    pub pace_burst: u32,
+}
+
+impl Default for RegSettings {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            contact_addr: None,
+            max_registers_per_sec: 500,
+            pace_burst: 10,
+        }
+    }
 }
 
 /// The `[api]` table: the HTTPS intake API (it uses the `[sip.tls]` certificate).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Whether the API listener (and with it the store and the secret key) runs. Off by
-    /// default until the test harnesses that start several gateways at once give each its
-    /// own API port; `vigil-gateway` deployments set `[api] enabled = true`.
+    /// Whether the API listener (and with it the store, the secret key and the registration
+    /// engine) runs. Without it the gateway only answers SIP requests.
     pub enabled: bool,
     /// Address of the HTTPS listener.
     pub listen: SocketAddr,
@@ -122,7 +155,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             rate_per_sec: 20.0,
             rate_burst: 40,
@@ -212,6 +245,8 @@ impl Default for Config {
             api: ApiConfig::default(),
             store: StoreConfig::default(),
             crypto: CryptoConfig::default(),
+            reg: RegSettings::default(),
+            push: crate::push::PushConfig::default(),
         }
     }
 }
@@ -343,8 +378,52 @@ impl Config {
         if self.sip.tls.cert_file.is_some() != self.sip.tls.key_file.is_some() {
             return invalid("sip.tls", "cert_file and key_file go together");
         }
+        if let Some(u) = &self.reg.upstream {
+            if split_host_port(u).is_none() {
+                return invalid("reg.upstream", "must be host[:port]");
+            }
+        }
+        if let Some(c) = &self.reg.contact_addr {
+            if !matches!(split_host_port(c), Some((_, Some(_)))) {
+                return invalid("reg.contact_addr", "must be host:port");
+            }
+        }
         Ok(())
     }
+}
+
+/// Splits `host[:port]` (an IPv6 host in brackets) into its host and port; `None` when it
+/// is not of that form.
+pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        ip.parse::<std::net::Ipv6Addr>().ok()?;
+        (&s[..ip.len() + 2], after)
+    } else {
+        match s.find(':') {
+            Some(i) => (&s[..i], &s[i..]),
+            None => (s, ""),
+        }
+    };
+    let host_ok = host.starts_with('[')
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    if !host_ok {
+        return None;
+    }
+    let port = match port {
+        "" => None,
+        p => Some(
+            p.strip_prefix(':')?
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)?,
+        ),
+    };
+    Some((host, port))
 }
 
 #[cfg(test)]
@@ -406,6 +485,49 @@ mod tests {
         assert_eq!(c.sip.shutdown_grace_secs, d.shutdown_grace_secs);
         assert_eq!(c.sip.listen.len(), 3);
         assert!(c.sip.tls.cert_file.is_some());
+        let (a, da) = (&c.api, ApiConfig::default());
+        assert_eq!(
+            (a.enabled, a.listen, a.rate_per_sec, a.rate_burst),
+            (da.enabled, da.listen, da.rate_per_sec, da.rate_burst)
+        );
+        assert_eq!(
+            (a.max_body_bytes, a.idle_expiry_secs, a.sweep_interval_secs),
+            (
+                da.max_body_bytes,
+                da.idle_expiry_secs,
+                da.sweep_interval_secs
+            )
+        );
+        let dr = RegSettings::default();
+        assert_eq!(c.reg.max_registers_per_sec, dr.max_registers_per_sec);
+        assert_eq!(c.reg.pace_burst, dr.pace_burst);
+        assert!(c.reg.contact_addr.is_some(), "wildcard listeners need one");
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("sip.example.com"),
+            Some(("sip.example.com", None))
+        );
+        assert_eq!(
+            split_host_port("10.0.0.1:5070"),
+            Some(("10.0.0.1", Some(5070)))
+        );
+        assert_eq!(split_host_port("[::1]:5060"), Some(("[::1]", Some(5060))));
+        assert_eq!(split_host_port("[::1]"), Some(("[::1]", None)));
+        for bad in [
+            "",
+            "a b",
+            "h:",
+            "h:0",
+            "h:99999",
+            "[zz]:1",
+            "[::1]5060",
+            "h:1:2",
+        ] {
+            assert_eq!(split_host_port(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -417,5 +539,14 @@ mod tests {
         let mut c = Config::default();
         c.sip.listen.clear();
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.reg.upstream = Some("proxy example".into());
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.reg.contact_addr = Some("gw.example.net".into());
+        assert!(c.validate().is_err(), "the Contact needs a port");
+        c.reg.contact_addr = Some("gw.example.net:5060".into());
+        c.reg.upstream = Some("192.0.2.1".into());
+        assert!(c.validate().is_ok());
     }
 }

@@ -1,10 +1,16 @@
-//! The core driver: the one task that owns the sans-IO transaction layer.
+//! The core driver: the one task that owns the sans-IO transaction layer and, when the
+//! intake API runs, the registration engine ([`RegDriver`]).
 //!
-//! Run loop (str0m style): wait for the first of an inbound item, the core's next deadline or
-//! shutdown; feed it in with the current time (`handle_incoming` / `handle_timeout` /
-//! `handle_transport_error`); then drain `poll_event` into the UAS and `poll_transmit` into
-//! the transports. The driver reads the clock; the core never does. It never awaits anything
+//! Run loop (str0m style): wait for the first of an inbound item, a registration command, the
+//! next deadline of either core, or shutdown; feed it in with the current time
+//! (`handle_incoming` / `handle_timeout` / `handle_transport_error` / the binding operations);
+//! then drain `poll_event` into the UAS (or the API's binding state) and `poll_transmit` into
+//! the transports. The driver reads the clock; the cores never do. It never awaits anything
 //! but its inputs: sends are non-blocking queue operations.
+//!
+//! Routing between the two cores: a response whose CSeq method is REGISTER, and an OPTIONS
+//! ping from an upstream registrar, go to the engine (which alone sends REGISTERs); every
+//! other message goes to the UAS transaction layer. A transport error goes to both.
 
 use std::time::Instant;
 
@@ -14,35 +20,82 @@ use tracing::{debug, trace, warn};
 use vigil_proto::msg::Message;
 use vigil_proto::txn::{Peer, Rejection, Transactions, Transport, TxnConfig, TxnEvent};
 
+use crate::api::registrar::RegCommand;
+use crate::regdriver::RegDriver;
 use crate::transport::{Inbound, InboundKind, SendFailure, Transports};
 use crate::uas::Uas;
 
-/// Owns the transaction layer and the UAS; see the module documentation.
+/// Registration commands applied per loop turn at most, so that a restart's backlog of a
+/// million re-registrations does not keep inbound messages and timers waiting.
+const COMMAND_BATCH: usize = 512;
+
+/// Owns the transaction layer, the UAS and the registration engine; see the module
+/// documentation.
 #[derive(Debug)]
 pub struct CoreDriver {
     txns: Transactions,
     uas: Uas,
     transports: Transports,
+    reg: Option<RegDriver>,
 }
 
 impl CoreDriver {
-    /// A driver with the RFC's transaction timers.
+    /// A driver with the RFC's transaction timers and no registration engine.
     pub fn new(transports: Transports, config: TxnConfig) -> Self {
         Self {
             txns: Transactions::new(config),
             uas: Uas::new(),
             transports,
+            reg: None,
+        }
+    }
+
+    /// Adds the registration engine; its commands come through the channel given to
+    /// [`Self::run`].
+    pub fn with_registrations(mut self, reg: RegDriver) -> Self {
+        self.reg = Some(reg);
+        self
+    }
+
+    /// The earliest deadline of either core.
+    fn poll_timeout(&self) -> Option<Instant> {
+        let reg = self.reg.as_ref().and_then(RegDriver::poll_timeout);
+        match (self.txns.poll_timeout(), reg) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.txns.handle_timeout(now);
+        if let Some(reg) = &mut self.reg {
+            reg.handle_timeout(now);
         }
     }
 
     /// Runs until `shutdown` fires; then answers what is already queued, flushes, and closes
-    /// every connection's write queue so the connection tasks can finish.
-    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, shutdown: CancellationToken) {
+    /// every connection's write queue so the connection tasks can finish. `commands` feeds
+    /// the registration engine (ignored without one).
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: Option<mpsc::UnboundedReceiver<RegCommand>>,
+        shutdown: CancellationToken,
+    ) {
+        if self.reg.is_none() {
+            commands = None;
+        }
         loop {
-            let deadline = self.txns.poll_timeout();
+            let deadline = self.poll_timeout();
             let timer = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let command = async {
+                match commands.as_mut() {
+                    Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
@@ -53,9 +106,19 @@ impl CoreDriver {
                     Some(item) => self.handle_inbound(Instant::now(), item),
                     None => break,
                 },
-                _ = timer => self.txns.handle_timeout(Instant::now()),
+                cmd = command => match cmd {
+                    Some(cmd) => self.handle_commands(cmd, &mut commands),
+                    // The API is gone (shutdown): keep serving SIP until told to stop.
+                    None => commands = None,
+                },
+                _ = timer => {}
             }
-            self.drain(Instant::now());
+            let now = Instant::now();
+            // Also when busy inputs won the biased select: deadlines must not starve.
+            if deadline.is_some_and(|d| d <= now) {
+                self.handle_timeout(now);
+            }
+            self.drain(now);
         }
         // Requests that were already read get their answers before the connections close.
         while let Ok(item) = inbound.try_recv() {
@@ -64,6 +127,24 @@ impl CoreDriver {
         }
         self.transports.close_all();
         debug!(live_transactions = self.txns.len(), "core driver stopped");
+    }
+
+    /// Applies `first` and whatever else is queued, up to [`COMMAND_BATCH`].
+    fn handle_commands(
+        &mut self,
+        first: RegCommand,
+        commands: &mut Option<mpsc::UnboundedReceiver<RegCommand>>,
+    ) {
+        let Some(reg) = &mut self.reg else { return };
+        let now = Instant::now();
+        reg.handle_command(now, first);
+        let Some(rx) = commands.as_mut() else { return };
+        for _ in 1..COMMAND_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => reg.handle_command(now, cmd),
+                Err(_) => break,
+            }
+        }
     }
 
     fn handle_inbound(&mut self, now: Instant, item: Inbound) {
@@ -85,7 +166,12 @@ impl CoreDriver {
                     _ => debug!(%peer, %error, "dropped unframable datagram"),
                 }
             }
-            InboundKind::TransportError => self.txns.handle_transport_error(now, peer),
+            InboundKind::TransportError => {
+                self.txns.handle_transport_error(now, peer);
+                if let Some(reg) = &mut self.reg {
+                    reg.handle_transport_error(now, peer);
+                }
+            }
         }
     }
 
@@ -102,7 +188,10 @@ impl CoreDriver {
             return;
         }
         let msg = crate::received::stamp_top_via(&msg, peer.addr).unwrap_or(msg);
-        self.txns.handle_incoming(now, msg, peer);
+        match &mut self.reg {
+            Some(reg) if reg.wants(&msg, &peer) => reg.handle_incoming(now, msg, peer),
+            _ => self.txns.handle_incoming(now, msg, peer),
+        }
     }
 
     fn answer_malformed(&mut self, msg: Message, peer: Peer, problem: &str, status: u16) {
@@ -135,6 +224,9 @@ impl CoreDriver {
                         self.txns.handle_transport_error(now, t.peer);
                     }
                 }
+            }
+            if let Some(reg) = &mut self.reg {
+                progressed |= reg.drain(now, &self.transports);
             }
             if !progressed {
                 break;

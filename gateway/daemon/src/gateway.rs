@@ -1,11 +1,17 @@
-//! A running gateway: transports, the core driver, and their orderly shutdown.
+//! A running gateway: transports, the core driver with the registration engine, the intake
+//! API, and their orderly shutdown.
+//!
+//! Start-up order: TLS, the SIP listeners, then (with the API enabled) the key, the store and
+//! the binding table; every stored device is queued for the registration engine, which
+//! re-registers them under its global pace; then the core driver starts, and the API listener
+//! last, so no device can be PUT before the engine runs.
 //!
 //! Shutdown order: (1) the `shutdown` token stops the accept loops and UDP receive loops, and
 //! every connection stops reading; (2) the core driver answers what was already queued,
 //! flushes, and closes every connection's write queue; (3) connections write out what they
 //! hold and close; (4) whatever is still running when the grace period ends is aborted.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +19,17 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+use vigil_proto::reg::RegConfig;
 use vigil_proto::txn::{Transport, TxnConfig};
 
-use crate::api::registrar::{ChannelRegistrar, RegCommand};
+use crate::api::registrar::{ChannelRegistrar, RegCommand, Registrar};
 use crate::api::server::ApiListener;
 use crate::api::ApiState;
 use crate::bindings::{Binding, BindingTable};
-use crate::config::{Config, ListenSpec};
+use crate::config::{split_host_port, Config, ListenSpec};
 use crate::crypto::{KeyError, SecretBox};
 use crate::driver::CoreDriver;
+use crate::regdriver::{RegDriver, StaticUpstream};
 use crate::store::{BatchConfig, Store, StoreError, WriteBatcher};
 use crate::tls::{TlsContext, TlsSetupError};
 use crate::transport::{Lifecycle, Transports};
@@ -59,6 +67,12 @@ pub enum StartError {
     /// The API listener could not be bound.
     #[error("cannot bind the API listener: {0}")]
     ApiBind(std::io::Error),
+    /// The registration settings are unusable.
+    #[error("registration: {0}")]
+    Reg(String),
+    /// A configured push channel could not start (unreadable key, bad URL, wake bind).
+    #[error("push: {0}")]
+    Push(#[from] crate::push::PushStartError),
 }
 
 /// How shutdown went.
@@ -78,6 +92,7 @@ pub struct Gateway {
     api_addr: Option<SocketAddr>,
     api: Option<Arc<ApiState>>,
     store: Option<Arc<dyn Store>>,
+    push: Option<crate::push::PushService>,
 }
 
 impl Gateway {
@@ -105,14 +120,22 @@ impl Gateway {
         let transports = Transports::bind(&config.sip, tls.clone(), tx, life.clone())
             .await
             .map_err(StartError::Bind)?;
+        let push = start_push(config, tls.as_ref())?;
         let driver = CoreDriver::new(transports.clone(), TxnConfig::default());
-        life.tracker.spawn(driver.run(rx, life.shutdown.clone()));
         let (api_addr, api, store) = match (&tls, config.api.enabled) {
             (Some(tls), true) => {
-                let (addr, state, store) = start_api(config, tls, &life).await?;
-                (Some(addr), Some(state), Some(store))
+                let api = prepare_api(config, &transports).await?;
+                let (driver, commands) = (driver.with_registrations(api.reg), api.commands);
+                life.tracker
+                    .spawn(driver.run(rx, Some(commands), life.shutdown.clone()));
+                let addr = serve_api(config, tls, &life, &api.state, api.store.backend()).await?;
+                (Some(addr), Some(api.state), Some(api.store))
             }
-            _ => (None, None, None),
+            _ => {
+                life.tracker
+                    .spawn(driver.run(rx, None, life.shutdown.clone()));
+                (None, None, None)
+            }
         };
         info!(
             listeners = transports.listeners().len(),
@@ -127,7 +150,13 @@ impl Gateway {
             api_addr,
             api,
             store,
+            push,
         })
+    }
+
+    /// The push service, when `[push]` configures a channel.
+    pub fn push(&self) -> Option<&crate::push::PushService> {
+        self.push.as_ref()
     }
 
     /// The bound address of the HTTPS intake API, if it runs.
@@ -180,6 +209,9 @@ impl Gateway {
 
     async fn wait(self) -> ShutdownReport {
         info!(grace = ?self.grace, "shutting down");
+        if let Some(push) = &self.push {
+            push.shutdown();
+        }
         self.life.tracker.close();
         let graceful = tokio::time::timeout(self.grace, self.life.tracker.wait())
             .await
@@ -197,13 +229,42 @@ impl Gateway {
     }
 }
 
-/// Opens the key, the store and the binding table, re-submits every stored binding to the
-/// registration engine (which paces them), and starts the HTTPS intake API and its idle sweep.
-async fn start_api(
+/// Starts the push service when `[push]` configures a channel. Its outcome events are drained
+/// by a task that counts them; a dead token (APNs 410, FCM UNREGISTERED) is logged without the
+/// token, so an operator sees it, until the binding table learns to drop the token itself.
+fn start_push(
     config: &Config,
-    tls: &TlsContext,
-    life: &Lifecycle,
-) -> Result<(SocketAddr, Arc<ApiState>, Arc<dyn Store>), StartError> {
+    tls: Option<&TlsContext>,
+) -> Result<Option<crate::push::PushService>, StartError> {
+    use vigil_proto::push::PushEvent;
+    if config.push.is_empty() {
+        return Ok(None);
+    }
+    let (service, mut events) =
+        crate::push::PushService::start(&config.push, tls.map(|t| &*t.server))?;
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let PushEvent::DeadToken { credential, .. } = &event {
+                metrics::counter!("vigil_push_dead_tokens_total").increment(1);
+                warn!(?credential, "push token reported dead by the provider");
+            }
+        }
+    });
+    info!("push service started");
+    Ok(Some(service))
+}
+
+/// The API's state and the registration engine, ready to run.
+struct PreparedApi {
+    state: Arc<ApiState>,
+    store: Arc<dyn Store>,
+    reg: RegDriver,
+    commands: mpsc::UnboundedReceiver<RegCommand>,
+}
+
+/// Opens the key, the store and the binding table, builds the registration engine, and
+/// queues every stored binding for it (the engine re-registers them under its global pace).
+async fn prepare_api(config: &Config, transports: &Transports) -> Result<PreparedApi, StartError> {
     let env_key = std::env::var(crate::crypto::KEY_ENV).ok();
     let secrets = SecretBox::load(
         env_key.as_deref(),
@@ -211,6 +272,14 @@ async fn start_api(
         &config.data_dir,
         config.crypto.production,
     )?;
+    let reg_config = reg_config(config, transports)?;
+    let upstream = match &config.reg.upstream {
+        Some(u) => Some(resolve_upstream(u).await?),
+        None => {
+            info!("no [reg] upstream: devices register with their proxy or domain when it is an IP address");
+            None
+        }
+    };
     let store = crate::store::open(config.store.url.as_deref(), &config.data_dir).await?;
     let batcher = WriteBatcher::spawn(
         store.clone(),
@@ -221,40 +290,103 @@ async fn start_api(
         },
     );
     let table = Arc::new(BindingTable::new());
-    // The engine seam: commands queue here until the core driver takes them (see
-    // `api::registrar`). Until the driver consumes this channel, a drain task counts them.
-    let (registrar, mut commands) = ChannelRegistrar::new();
+    let (registrar, commands) = ChannelRegistrar::new();
     let mut restored = 0usize;
     for record in store.load_all().await? {
         match Binding::from_record(&record) {
             Ok(b) => {
                 let b = Arc::new(b);
                 table.insert(b.clone());
-                let _ = crate::api::registrar::Registrar::submit(&registrar, RegCommand::Upsert(b));
+                // The driver has not started: the channel is open and unbounded.
+                let _ = Registrar::submit(&registrar, RegCommand::Upsert(b));
                 restored += 1;
             }
             Err(error) => warn!(%error, "stored device skipped"),
         }
     }
-    let shutdown = life.shutdown.clone();
-    life.tracker.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                cmd = commands.recv() => match cmd {
-                    Some(_) => metrics::counter!("vigil_reg_commands_unrouted_total").increment(1),
-                    None => return,
-                },
-            }
-        }
-    });
+    // Installs the metrics recorder, which the engine's counters need.
     let state = ApiState::new(
-        table,
-        batcher,
-        secrets,
+        table.clone(),
+        batcher.clone(),
+        secrets.clone(),
         Arc::new(registrar),
         config.api.clone(),
     );
+    let mut reg = RegDriver::new(
+        reg_config,
+        table,
+        batcher,
+        secrets,
+        Box::new(StaticUpstream::new(upstream)),
+    )
+    .map_err(|e| StartError::Reg(e.to_string()))?;
+    reg.reserve(restored);
+    if restored > 0 {
+        info!(
+            restored,
+            pace = config.reg.max_registers_per_sec,
+            "re-registering stored devices"
+        );
+    }
+    Ok(PreparedApi {
+        state,
+        store,
+        reg,
+        commands,
+    })
+}
+
+/// The engine's settings: `[reg]`, with the Contact address defaulting to a listener's.
+fn reg_config(config: &Config, transports: &Transports) -> Result<RegConfig, StartError> {
+    let local_addr = match &config.reg.contact_addr {
+        Some(a) => a.clone(),
+        None => {
+            let listener = transports
+                .local_addr(Transport::Udp)
+                .or_else(|| transports.local_addr(Transport::Tcp))
+                .ok_or_else(|| {
+                    StartError::Reg("registering needs a UDP or TCP listener".to_owned())
+                })?;
+            if listener.ip().is_unspecified() {
+                return Err(StartError::Reg(format!(
+                    "the SIP listener {listener} is a wildcard address: set [reg] contact_addr \
+                     to the address the upstream reaches the gateway at"
+                )));
+            }
+            listener.to_string()
+        }
+    };
+    let mut reg = RegConfig::new(local_addr);
+    reg.max_registers_per_sec = config.reg.max_registers_per_sec;
+    reg.pace_burst = config.reg.pace_burst;
+    reg.user_agent = Some(concat!("Vigil/", env!("CARGO_PKG_VERSION")).to_owned());
+    Ok(reg)
+}
+
+/// `[reg] upstream` to an address, looked up once at start-up when it is a name.
+async fn resolve_upstream(spec: &str) -> Result<(IpAddr, Option<u16>), StartError> {
+    let (host, port) = split_host_port(spec)
+        .ok_or_else(|| StartError::Reg(format!("invalid [reg] upstream {spec:?}")))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok((ip, port));
+    }
+    let found = tokio::net::lookup_host((bare, port.unwrap_or(5060)))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| StartError::Reg(format!("[reg] upstream {host} does not resolve")))?;
+    Ok((found.ip(), port))
+}
+
+/// Binds the HTTPS intake API and starts serving it and its idle sweep.
+async fn serve_api(
+    config: &Config,
+    tls: &TlsContext,
+    life: &Lifecycle,
+    state: &Arc<ApiState>,
+    backend: &str,
+) -> Result<SocketAddr, StartError> {
     let listener = ApiListener::bind(
         config.api.listen,
         &tls.server,
@@ -269,6 +401,6 @@ async fn start_api(
         life.shutdown.clone(),
         life.tracker.clone(),
     ));
-    info!(%addr, backend = store.backend(), restored, "intake API started");
-    Ok((addr, state, store))
+    info!(%addr, backend, devices = state.table.len(), "intake API started");
+    Ok(addr)
 }

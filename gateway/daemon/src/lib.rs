@@ -7,6 +7,7 @@
 //! - [`tls`]: server certificate (configured or generated for development) and client trust.
 //! - [`transport`]: UDP, TCP and TLS listeners and connections, the connection table, limits.
 //! - [`driver`]: the task that owns the transaction layer and runs the core's event loop.
+//! - [`regdriver`]: the registration engine inside that task, wired to the API and the store.
 //! - [`received`]: the `received`/`rport` stamp on the top Via of each request.
 //! - [`salvage`]: enough of an unframable UDP request to answer it with 400.
 //! - [`uas`]: the minimal user agent server answering requests until the relay exists.
@@ -24,6 +25,8 @@ pub mod driver;
 pub mod gateway;
 pub mod push;
 pub mod received;
+pub mod regdriver;
+pub mod resolve;
 pub mod salvage;
 pub mod store;
 pub mod tls;

@@ -1,6 +1,7 @@
 //! The `vigil-gateway` binary: parses the command line, loads the configuration, starts the
 //! gateway and stops it gracefully on SIGINT/SIGTERM.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -24,6 +25,12 @@ struct Cli {
     /// Directory for persistent state.
     #[arg(long, env = "VIGIL_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Address of the HTTPS intake API, IP:PORT (port 0 picks a free one).
+    #[arg(long, env = "VIGIL_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    /// SIP server every REGISTER is sent to, host[:port] (`[reg] upstream`).
+    #[arg(long, env = "VIGIL_UPSTREAM")]
+    upstream: Option<String>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "VIGIL_LOG")]
     log: Option<String>,
@@ -40,6 +47,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
+    }
+    if let Some(addr) = cli.api_listen {
+        config.api.listen = addr;
+    }
+    if let Some(upstream) = &cli.upstream {
+        config.reg.upstream = Some(upstream.clone());
     }
     if let Some(log) = &cli.log {
         config.log = log.clone();

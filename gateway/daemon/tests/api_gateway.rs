@@ -5,12 +5,14 @@
 // Tests panic on the unexpected: unwrap is the assertion.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod common;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use vigil_gateway::config::Config;
 use vigil_gateway::{Gateway, StartError};
+
+use common::api_client as client;
 
 fn config(dir: &std::path::Path) -> Config {
     let mut c = Config {
@@ -23,24 +25,6 @@ fn config(dir: &std::path::Path) -> Config {
     c.api.listen = "127.0.0.1:0".parse().unwrap();
     c.api.rate_per_sec = 0.0;
     c
-}
-
-fn client(gw: &Gateway) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(gw.tls_certificates().unwrap()[0].clone())
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(cfg)
-        .build()
-        .unwrap()
 }
 
 fn body(i: usize) -> Value {

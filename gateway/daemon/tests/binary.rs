@@ -73,7 +73,8 @@ fn environment_overrides_the_config_file_and_sigterm_stops_cleanly() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = '{}'\nlog = 'debug'\n[sip]\nlisten = ['udp:127.0.0.1:{file_port}']\n",
+            "data_dir = '{}'\nlog = 'debug'\n[sip]\nlisten = ['udp:127.0.0.1:{file_port}']\n\
+             [api]\nlisten = '127.0.0.1:0'\n",
             dir.path().join("data").display()
         ),
     )
@@ -115,6 +116,7 @@ fn flags_override_the_environment_and_defaults_are_announced() {
     let env_port = free_udp_port();
     let child = Command::new(env!("CARGO_BIN_EXE_vigil-gateway"))
         .args(["--sip-listen", &format!("udp:127.0.0.1:{flag_port}")])
+        .args(["--api-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.path())
         .env("VIGIL_SIP_LISTEN", format!("udp:127.0.0.1:{env_port}"))

@@ -13,6 +13,7 @@
 //! - [`timer`]: one timer structure per core instance for all deadlines.
 //! - [`txn`]: RFC 3261 §17 client and server transactions.
 //! - [`netem`]: a seeded virtual network for deterministic multi-endpoint tests.
+//! - [`resolve`]: RFC 3263 server location (NAPTR/SRV/A) decisions and failover order.
 
 pub mod auth;
 pub mod framing;
@@ -21,6 +22,7 @@ pub mod msg;
 pub mod netem;
 pub mod push;
 pub mod reg;
+pub mod resolve;
 pub mod rng;
 pub mod timer;
 pub mod txn;

@@ -43,7 +43,7 @@ use crate::mock::server::{Body, ConnCtx, Core, Reply, Server, Service};
 use crate::mock::{ClientIdentity, MockClock, TestCa, TlsError};
 use http::{HeaderName, Method, StatusCode};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -58,6 +58,8 @@ const TOKEN_MAX_AGE_SECS: u64 = 60 * 60;
 const TOKEN_MIN_REFRESH_MS: u64 = 20 * 60 * 1000;
 /// Clock skew tolerated for `iat` in the future.
 const TOKEN_FUTURE_SKEW_SECS: u64 = 5 * 60;
+/// Distinct verified tokens remembered (one or two per sending team are live at a time).
+const VERIFIED_CACHE: usize = 1024;
 
 const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
 
@@ -80,6 +82,9 @@ pub struct MockApnsConfig {
     pub bundle_ids: Vec<String>,
     /// Client certificates accepted for certificate-based authentication.
     pub client_certs: Vec<ApnsClientCert>,
+    /// Most accepted pushes kept for [`MockApnsHandle::accepted`] (oldest dropped first;
+    /// 0 keeps none, for long benchmark runs). Capped at one million.
+    pub record_capacity: usize,
 }
 
 /// A client certificate the mock accepts instead of a provider token, and the topics it
@@ -122,6 +127,7 @@ impl MockApnsConfig {
             clock: MockClock::real(),
             bundle_ids: Vec::new(),
             client_certs: Vec::new(),
+            record_capacity: 1_000_000,
         }
     }
 }
@@ -137,13 +143,18 @@ impl MockApns {
             .ca
             .server_config(&[b"h2"])
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let core = Arc::new(Core::new(cfg.clock.clone(), cfg.faults.clone()));
+        let core = Arc::new(Core::new(
+            cfg.clock.clone(),
+            cfg.faults.clone(),
+            cfg.record_capacity,
+        ));
         let service = Arc::new(Apns {
             keys: cfg.keys.clone(),
             bundle_ids: cfg.bundle_ids.clone(),
             client_certs: cfg.client_certs.clone(),
             core: core.clone(),
             current_tokens: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
         });
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let server = Server::start(
@@ -235,6 +246,8 @@ struct Apns {
     client_certs: Vec<ApnsClientCert>,
     core: Arc<Core>,
     current_tokens: Mutex<HashMap<(String, String), CurrentToken>>,
+    /// Tokens whose signature verified (bounded by [`VERIFIED_CACHE`]).
+    verified: Mutex<HashSet<String>>,
 }
 
 /// Push types and the topic suffix each requires ("" = none allowed).
@@ -267,6 +280,24 @@ const DUPLICATE_CHECKED: &[&str] = &[
 struct Reject(StatusCode, &'static str);
 
 impl Apns {
+    /// Checks the token's ES256 signature, once per distinct token: a sender reuses one
+    /// token for 20–60 minutes, and an ECDSA verification per push would make the mock,
+    /// not the client under test, the bottleneck of throughput benchmarks. The keys never
+    /// change, so a token that verified once always verifies; ages are checked every time.
+    fn verify_signature(&self, jwt: &Jwt, token: &str, public_key: &[u8]) -> Result<(), Reject> {
+        if lock(&self.verified).contains(token) {
+            return Ok(());
+        }
+        jwt.verify_es256(public_key)
+            .map_err(|_| Reject(StatusCode::FORBIDDEN, "InvalidProviderToken"))?;
+        let mut verified = lock(&self.verified);
+        if verified.len() >= VERIFIED_CACHE {
+            verified.clear();
+        }
+        verified.insert(token.to_owned());
+        Ok(())
+    }
+
     fn reject(&self, apns_id: &str, Reject(status, reason): Reject) -> Reply {
         Reply::json(status, &json!({ "reason": reason }), Some(reason)).header(APNS_ID, apns_id)
     }
@@ -303,8 +334,7 @@ impl Apns {
         else {
             return Err(invalid);
         };
-        jwt.verify_es256(&key.public_key)
-            .map_err(|_| Reject(S::FORBIDDEN, "InvalidProviderToken"))?;
+        self.verify_signature(&jwt, token, &key.public_key)?;
         let now = self.core.clock.unix_secs();
         if iat > now + TOKEN_FUTURE_SKEW_SECS {
             return Err(invalid);

@@ -66,6 +66,9 @@ pub struct MockFcmConfig {
     pub clock: MockClock,
     /// Lifetime of issued access tokens (Google: one hour).
     pub access_token_lifetime: Duration,
+    /// Most accepted pushes kept for [`MockFcmHandle::accepted`] (oldest dropped first;
+    /// 0 keeps none, for long benchmark runs). Capped at one million.
+    pub record_capacity: usize,
 }
 
 impl MockFcmConfig {
@@ -79,6 +82,7 @@ impl MockFcmConfig {
             max_concurrent_streams: 100,
             clock: MockClock::real(),
             access_token_lifetime: Duration::from_secs(3600),
+            record_capacity: 1_000_000,
         }
     }
 }
@@ -97,7 +101,11 @@ impl MockFcm {
         // Bind first: the accepted grant audiences name the bound port.
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        let core = Arc::new(Core::new(cfg.clock.clone(), cfg.faults.clone()));
+        let core = Arc::new(Core::new(
+            cfg.clock.clone(),
+            cfg.faults.clone(),
+            cfg.record_capacity,
+        ));
         let audiences = vec![
             GOOGLE_TOKEN_AUDIENCE.to_owned(),
             format!("https://localhost:{}/token", addr.port()),

@@ -95,6 +95,8 @@ const BROADCAST_CAPACITY: usize = 65_536;
 
 /// Recorded pushes, the subscriber channel and statistics of one mock.
 pub(crate) struct Recorder {
+    /// Most pushes kept in `pushes` (0: none, for long benchmark runs).
+    capacity: usize,
     pushes: Mutex<VecDeque<AcceptedPush>>,
     seen_ids: Mutex<std::collections::HashSet<String>>,
     tx: broadcast::Sender<AcceptedPush>,
@@ -102,9 +104,11 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    pub(crate) fn new() -> Self {
+    /// A recorder keeping at most `capacity` pushes.
+    pub(crate) fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         Self {
+            capacity: capacity.min(RECORD_CAPACITY),
             pushes: Mutex::new(VecDeque::new()),
             seen_ids: Mutex::new(Default::default()),
             tx,
@@ -120,9 +124,9 @@ impl Recorder {
             }
             !seen.insert(push.id.clone())
         };
-        {
+        if self.capacity > 0 {
             let mut pushes = lock(&self.pushes);
-            if pushes.len() >= RECORD_CAPACITY {
+            if pushes.len() >= self.capacity {
                 pushes.pop_front();
             }
             pushes.push_back(push.clone());
@@ -133,8 +137,10 @@ impl Recorder {
                 s.duplicate_ids += 1;
             }
         });
-        // No subscriber is fine: the push is still recorded.
-        let _ = self.tx.send(push);
+        // No subscriber is fine: the push is still recorded (and not cloned for nobody).
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(push);
+        }
     }
 
     pub(crate) fn accepted(&self) -> Vec<AcceptedPush> {

@@ -40,11 +40,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(clock: MockClock, faults: Faults) -> Self {
+    pub(crate) fn new(clock: MockClock, faults: Faults, record_capacity: usize) -> Self {
         let rng = FaultRng::new(faults.seed);
         Self {
             clock,
-            recorder: Recorder::new(),
+            recorder: Recorder::new(record_capacity),
             faults: Mutex::new((Arc::new(faults), rng)),
             dead: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
@@ -289,7 +289,7 @@ async fn serve_connection<S: Service>(
 }
 
 fn every(period: Option<u32>, n: u64) -> bool {
-    matches!(period, Some(k) if k > 0 && n % u64::from(k) == 0)
+    matches!(period, Some(k) if k > 0 && n.is_multiple_of(u64::from(k)))
 }
 
 /// Decrements the connection's active-stream count once: just before the answer is sent

@@ -362,7 +362,7 @@ fn check_proxy(field: &str, v: &str) -> Result<(), ApiError> {
 /// An APNs token: hex, even length, 32 to 200 digits (Apple's are 64 today; the length is
 /// opaque but the encoding is not).
 fn check_hex_token(field: &str, v: &str) -> Result<(), ApiError> {
-    if v.len() < 32 || v.len() > 200 || v.len() % 2 != 0 {
+    if v.len() < 32 || v.len() > 200 || !v.len().is_multiple_of(2) {
         return bad(field, "must be an even number of hex digits, 32 to 200");
     }
     if !v.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -152,7 +152,13 @@ pub fn apply_event(
         _ => return None,
     };
     let binding = table.by_token(ContactToken(id.0))?;
+    let before = binding.status();
     binding.set_status(status);
+    // The store keeps only state and status: a refresh that changes neither (the common
+    // case, a million times an hour) costs no write.
+    if before.state == status.state && before.last_status == status.last_status {
+        return Some(status.state);
+    }
     let op = WriteOp::SetState {
         device_id: binding.device_id().to_owned(),
         state: status.state.as_str(),

@@ -95,7 +95,10 @@ struct TokenAuth {
 
 struct TokenState {
     policy: ProviderTokenPolicy,
-    current: Option<(Secret, Instant)>,
+    /// The current token as a ready `authorization` value (marked sensitive, so HPACK never
+    /// indexes it and `Debug` hides it), and when it was minted. Building the value once per
+    /// token instead of once per push saves a format and a header validation per request.
+    current: Option<(HeaderValue, Instant)>,
 }
 
 /// An APNs client for one credential; see the module documentation.
@@ -149,7 +152,7 @@ impl ApnsClient {
             size: cfg.pool_size,
             connect_timeout: cfg.connect_timeout,
             connect_to: cfg.connect_to,
-        });
+        })?;
         Ok(Self {
             pool,
             token,
@@ -175,8 +178,8 @@ impl ApnsClient {
         self.mints.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The provider token to use now and when it was minted.
-    fn provider_token(&self, now: Instant) -> Result<Option<(Secret, Instant)>, ClientError> {
+    /// The `authorization` value to use now and when its token was minted.
+    fn provider_token(&self, now: Instant) -> Result<Option<(HeaderValue, Instant)>, ClientError> {
         let Some(auth) = &self.token else {
             return Ok(None);
         };
@@ -186,8 +189,11 @@ impl ApnsClient {
             .expect("token state lock is never poisoned: no panics inside");
         if st.policy.poll_token(now) == TokenAction::Mint || st.current.is_none() {
             let jwt = auth.signer.provider_token(self.clock.unix_secs())?;
+            let mut bearer = HeaderValue::from_str(&format!("bearer {}", jwt.expose()))
+                .map_err(|_| ClientError::Credential("provider token is not a header value"))?;
+            bearer.set_sensitive(true);
             st.policy.handle_minted(now);
-            st.current = Some((jwt, now));
+            st.current = Some((bearer, now));
             self.mints
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(team = auth.signer.team_id(), "minted APNs provider token");
@@ -207,32 +213,43 @@ impl ApnsClient {
         }
     }
 
-    fn headers(&self, req: &ApnsRequest, apns_id: &str, bearer: Option<&Secret>) -> HeaderMap {
+    fn headers(&self, req: &ApnsRequest, apns_id: &str, bearer: Option<&HeaderValue>) -> HeaderMap {
+        const PUSH_TYPE: HeaderName = HeaderName::from_static("apns-push-type");
+        const TOPIC: HeaderName = HeaderName::from_static("apns-topic");
+        const PRIORITY: HeaderName = HeaderName::from_static("apns-priority");
+        const EXPIRATION: HeaderName = HeaderName::from_static("apns-expiration");
+        const COLLAPSE_ID: HeaderName = HeaderName::from_static("apns-collapse-id");
+        const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
         let mut h = HeaderMap::with_capacity(8);
-        let mut put = |name: &'static str, v: &str| {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                h.insert(HeaderName::from_static(name), v);
-            }
-        };
-        put("apns-push-type", req.push_type.as_str());
-        put("apns-topic", &req.topic);
-        put("apns-priority", if req.priority == 10 { "10" } else { "5" });
-        let exp = match req.expiration {
-            Expiration::Immediate => 0,
-            Expiration::After(d) => self.clock.unix_secs() + d.as_secs().max(1),
-        };
-        put("apns-expiration", &exp.to_string());
-        if let Some(c) = &req.collapse_id {
-            put("apns-collapse-id", c);
+        h.insert(PUSH_TYPE, HeaderValue::from_static(req.push_type.as_str()));
+        // Topic, collapse id and apns-id were validated when the push was built; a value
+        // that is still not a header value is left out and the server names the problem.
+        if let Ok(v) = HeaderValue::from_str(&req.topic) {
+            h.insert(TOPIC, v);
         }
-        put("apns-id", apns_id);
-        put("content-type", "application/json");
+        let priority = if req.priority == 10 { "10" } else { "5" };
+        h.insert(PRIORITY, HeaderValue::from_static(priority));
+        let exp = match req.expiration {
+            Expiration::Immediate => HeaderValue::from_static("0"),
+            Expiration::After(d) => HeaderValue::from(self.clock.unix_secs() + d.as_secs().max(1)),
+        };
+        h.insert(EXPIRATION, exp);
+        if let Some(v) = req
+            .collapse_id
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            h.insert(COLLAPSE_ID, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(apns_id) {
+            h.insert(APNS_ID, v);
+        }
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(b) = bearer {
-            if let Ok(mut v) = HeaderValue::from_str(&format!("bearer {}", b.expose())) {
-                // Never indexed by HPACK, like any credential.
-                v.set_sensitive(true);
-                h.insert(http::header::AUTHORIZATION, v);
-            }
+            h.insert(http::header::AUTHORIZATION, b.clone());
         }
         h
     }
@@ -245,6 +262,20 @@ impl ApnsClient {
         req: &ApnsRequest,
         apns_id: &str,
         deadline: Instant,
+    ) -> Outcome {
+        self.send_observed(token, req, apns_id, deadline, &|| {})
+            .await
+    }
+
+    /// Like [`ApnsClient::send`], calling `handed_off` each time the request has been
+    /// handed to an HTTP/2 connection (for latency measurements; must be cheap).
+    pub async fn send_observed(
+        &self,
+        token: &DeviceToken,
+        req: &ApnsRequest,
+        apns_id: &str,
+        deadline: Instant,
+        handed_off: &(dyn Fn() + Sync),
     ) -> Outcome {
         let path = format!("/3/device/{}", token.expose());
         let body = Bytes::from(req.body.clone());
@@ -260,7 +291,14 @@ impl ApnsClient {
             let headers = self.headers(req, apns_id, auth.as_ref().map(|a| &a.0));
             let resp = match self
                 .pool
-                .request(Method::POST, &path, &headers, body.clone(), deadline)
+                .request_observed(
+                    Method::POST,
+                    &path,
+                    &headers,
+                    body.clone(),
+                    deadline,
+                    handed_off,
+                )
                 .await
             {
                 Ok(r) => r,

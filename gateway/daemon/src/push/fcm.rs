@@ -109,7 +109,7 @@ impl FcmClient {
             size: cfg.pool_size,
             connect_timeout: cfg.connect_timeout,
             connect_to: cfg.connect_to,
-        });
+        })?;
         let token_pool = if same_host {
             pool.clone()
         } else {
@@ -119,7 +119,7 @@ impl FcmClient {
                 size: 1,
                 connect_timeout: cfg.connect_timeout,
                 connect_to: None,
-            })
+            })?
         };
         Ok(Self {
             pool,
@@ -142,9 +142,16 @@ impl FcmClient {
     /// Builds the client, opens its connections and fetches a first access token.
     pub async fn connect(cfg: FcmConfig) -> Result<Self, ClientError> {
         let c = Self::new(cfg)?;
-        c.pool.warm().await?;
-        c.access_token(None).await?;
+        c.warm().await?;
         Ok(c)
+    }
+
+    /// Opens the connections and fetches a first access token, so the first push pays
+    /// neither a handshake nor a token exchange.
+    pub async fn warm(&self) -> Result<(), ClientError> {
+        self.pool.warm().await?;
+        self.access_token(None).await?;
+        Ok(())
     }
 
     /// Access tokens fetched so far.
@@ -219,6 +226,17 @@ impl FcmClient {
 
     /// Sends one message and classifies the answer.
     pub async fn send(&self, msg: &FcmMessage, deadline: Instant) -> Outcome {
+        self.send_observed(msg, deadline, &|| {}).await
+    }
+
+    /// Like [`FcmClient::send`], calling `handed_off` each time the request has been handed
+    /// to an HTTP/2 connection (for latency measurements; must be cheap).
+    pub async fn send_observed(
+        &self,
+        msg: &FcmMessage,
+        deadline: Instant,
+        handed_off: &(dyn Fn() + Sync),
+    ) -> Outcome {
         let body = Bytes::from(msg.body.clone());
         let mut stale = None;
         for _ in 0..2 {
@@ -244,7 +262,14 @@ impl FcmClient {
             }
             let resp = match self
                 .pool
-                .request(Method::POST, &self.send_path, &h, body.clone(), deadline)
+                .request_observed(
+                    Method::POST,
+                    &self.send_path,
+                    &h,
+                    body.clone(),
+                    deadline,
+                    handed_off,
+                )
                 .await
             {
                 Ok(r) => r,

@@ -16,13 +16,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use h2::Reason;
-use http::{HeaderMap, Method, Request};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, Method, Request, Uri};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
@@ -83,10 +84,41 @@ struct Conn {
     alive: Arc<AtomicBool>,
 }
 
+/// One connection of the pool. Every request reads `current` (a short synchronous lock to
+/// clone the handle); only a request that finds it dead takes `connecting`, so one
+/// handshake runs per slot while the other requests wait for it.
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<Conn>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn live(&self) -> Option<Conn> {
+        let current = self
+            .current
+            .lock()
+            .expect("pool slot lock is never poisoned: nothing panics while it is held");
+        current
+            .as_ref()
+            .filter(|c| c.alive.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    fn set(&self, conn: Option<Conn>) {
+        *self
+            .current
+            .lock()
+            .expect("pool slot lock is never poisoned: nothing panics while it is held") = conn;
+    }
+}
+
 struct Inner {
     cfg: PoolConfig,
     connector: TlsConnector,
-    slots: Vec<tokio::sync::Mutex<Option<Conn>>>,
+    /// `:authority` of every request, parsed once.
+    authority: Authority,
+    slots: Vec<Slot>,
     next: AtomicUsize,
     connects: AtomicU64,
 }
@@ -108,18 +140,21 @@ impl std::fmt::Debug for H2Pool {
 
 impl H2Pool {
     /// A pool with no connections yet.
-    pub fn new(cfg: PoolConfig) -> Self {
+    pub fn new(cfg: PoolConfig) -> Result<Self, ClientError> {
         let size = cfg.size.max(1);
         let connector = TlsConnector::from(Arc::clone(&cfg.tls));
-        Self {
+        let authority = Authority::try_from(cfg.url.authority())
+            .map_err(|_| ClientError::BadUrl("host is not a valid URL authority"))?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
                 connector,
-                slots: (0..size).map(|_| tokio::sync::Mutex::new(None)).collect(),
+                authority,
+                slots: (0..size).map(|_| Slot::default()).collect(),
                 next: AtomicUsize::new(0),
                 connects: AtomicU64::new(0),
             }),
-        }
+        })
     }
 
     /// Opens every connection of the pool; fails if none could be opened.
@@ -145,17 +180,20 @@ impl H2Pool {
 
     /// The live connection of slot `i`, opening one if needed.
     async fn conn(&self, i: usize) -> Result<Conn, ClientError> {
-        let mut slot = self.inner.slots[i].lock().await;
-        if let Some(c) = slot.as_ref() {
-            if c.alive.load(Ordering::Acquire) {
-                return Ok(c.clone());
-            }
+        let slot = &self.inner.slots[i];
+        if let Some(c) = slot.live() {
+            return Ok(c);
         }
-        *slot = None;
+        let _connecting = slot.connecting.lock().await;
+        // Another request may have reconnected the slot while this one waited.
+        if let Some(c) = slot.live() {
+            return Ok(c);
+        }
+        slot.set(None);
         let c = tokio::time::timeout(self.inner.cfg.connect_timeout, self.connect())
             .await
             .map_err(|_| ClientError::Timeout)??;
-        *slot = Some(c.clone());
+        slot.set(Some(c.clone()));
         Ok(c)
     }
 
@@ -200,7 +238,29 @@ impl H2Pool {
         body: Bytes,
         deadline: Instant,
     ) -> Result<Response, RequestError> {
-        let fut = self.request_inner(method, path, headers, body);
+        self.request_observed(method, path, headers, body, deadline, &|| {})
+            .await
+    }
+
+    /// Like [`H2Pool::request`], calling `handed_off` each time the request has been handed
+    /// to an HTTP/2 connection (headers and body queued for its writer), which is where a
+    /// push leaves Vigil's own code.
+    pub async fn request_observed(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        deadline: Instant,
+        handed_off: &(dyn Fn() + Sync),
+    ) -> Result<Response, RequestError> {
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(self.inner.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| RequestError::Unprocessed)?;
+        let fut = self.request_inner(method, uri, headers, body, handed_off);
         match tokio::time::timeout_at(deadline.into(), fut).await {
             Ok(r) => r,
             Err(_) => Err(RequestError::Timeout),
@@ -210,9 +270,10 @@ impl H2Pool {
     async fn request_inner(
         &self,
         method: Method,
-        path: &str,
+        uri: Uri,
         headers: &HeaderMap,
         body: Bytes,
+        handed_off: &(dyn Fn() + Sync),
     ) -> Result<Response, RequestError> {
         let n = self.inner.slots.len();
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
@@ -223,14 +284,10 @@ impl H2Pool {
                 tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
                 continue;
             };
-            let uri = format!("https://{}{}", self.inner.cfg.url.authority(), path);
-            let mut req = Request::builder().method(method.clone()).uri(uri);
-            if let Some(h) = req.headers_mut() {
-                h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-            let Ok(req) = req.body(()) else {
-                return Err(RequestError::Unprocessed);
-            };
+            let mut req = Request::new(());
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri.clone();
+            *req.headers_mut() = headers.clone();
             let mut send = match conn.send.ready().await {
                 Ok(s) => s,
                 Err(_) => {
@@ -250,6 +307,7 @@ impl H2Pool {
                 conn.alive.store(false, Ordering::Release);
                 continue;
             }
+            handed_off();
             match resp.await {
                 Ok(resp) => return read_body(resp).await,
                 Err(e) if unprocessed(&e) => {

@@ -12,6 +12,8 @@
 //! - [`wake`], [`wake_client`]: the QUIC wake channel server (in the gateway) and the device
 //!   side (used by the simulator and tests).
 //! - [`dispatch`]: per-credential workers fed from the core [`Dispatcher`], outcome events out.
+//! - [`config`], [`service`]: the `[push]` settings and the [`PushService`] the daemon starts
+//!   from them (clients, dispatcher, wake server; dead-token events out).
 //!
 //! Secrets (keys, provider and access tokens, wake tokens) are kept in types whose `Debug`
 //! redacts them and are never logged.
@@ -21,10 +23,12 @@
 //! [`Dispatcher`]: vigil_proto::push::Dispatcher
 
 pub mod apns;
+pub mod config;
 pub mod dispatch;
 pub mod fcm;
 pub mod h2pool;
 pub mod jwt;
+pub mod service;
 pub mod tls;
 pub mod wake;
 pub mod wake_client;
@@ -33,9 +37,11 @@ use std::fmt;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use apns::{ApnsAuth, ApnsClient, ApnsConfig};
+pub use config::{ApnsEnvironment, PushConfig};
 pub use dispatch::{DispatchError, DispatchHandle, PushClient, PushDispatcher, TransmitObserver};
 pub use fcm::{FcmClient, FcmConfig};
 pub use h2pool::{H2Pool, PoolConfig};
+pub use service::{PushService, PushStartError};
 pub use tls::Roots;
 pub use wake::{WakeServer, WakeServerConfig};
 pub use wake_client::{WakeClient, WakeMessage};

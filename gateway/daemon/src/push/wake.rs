@@ -127,25 +127,43 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl WakeServer {
     /// Binds the endpoint and starts accepting devices.
     pub fn bind(cfg: WakeServerConfig) -> Result<Arc<Self>, ClientError> {
-        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(cfg.cert_chain, cfg.key)?;
+        Self::bind_with_tls(
+            cfg.listen,
+            tls,
+            cfg.keep_alive,
+            cfg.idle_timeout,
+            cfg.auth_timeout,
+        )
+    }
+
+    /// Binds with an existing rustls server configuration (the gateway's own certificate);
+    /// its ALPN list is replaced by the wake protocol's, and QUIC uses only its TLS 1.3
+    /// part. Timing as in [`WakeServerConfig`].
+    pub fn bind_with_tls(
+        listen: SocketAddr,
+        mut tls: rustls::ServerConfig,
+        keep_alive: Duration,
+        idle_timeout: Duration,
+        auth_timeout: Duration,
+    ) -> Result<Arc<Self>, ClientError> {
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = QuicServerConfig::try_from(tls)
             .map_err(|_| ClientError::Credential("TLS config unusable for QUIC"))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(transport_config(cfg.keep_alive, cfg.idle_timeout)));
-        let endpoint = Endpoint::server(server, cfg.listen)?;
+        server.transport_config(Arc::new(transport_config(keep_alive, idle_timeout)));
+        let endpoint = Endpoint::server(server, listen)?;
         let this = Arc::new(Self {
             endpoint: endpoint.clone(),
             state: Arc::default(),
             next_wake: AtomicU64::new(1),
         });
         let state = Arc::clone(&this.state);
-        let auth_timeout = cfg.auth_timeout;
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let state = Arc::clone(&state);

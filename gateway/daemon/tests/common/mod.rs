@@ -49,6 +49,8 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestGateway {
         .map(|s| s.parse().expect("valid spec"))
         .collect();
     config.sip.shutdown_grace_secs = 2;
+    // The intake API runs by default; an ephemeral port lets tests run side by side.
+    config.api.listen = "127.0.0.1:0".parse().expect("valid address");
     tweak(&mut config);
     let gateway = Gateway::start(&config).await.expect("gateway starts");
     TestGateway { gateway, dir }
@@ -240,4 +242,24 @@ pub async fn tls_client(gw: &TestGateway) -> StreamClient<TlsStream<TcpStream>> 
     .expect("handshake in time")
     .expect("handshake verifies the dev cert");
     StreamClient::new(tls)
+}
+
+/// An HTTPS client for the intake API that trusts the gateway's (development) certificate.
+#[allow(clippy::unwrap_used)] // Test set-up: a failure here is the test's failure.
+pub fn api_client(gw: &Gateway) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(gw.tls_certificates().unwrap()[0].clone())
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .build()
+        .unwrap()
 }

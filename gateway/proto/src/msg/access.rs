@@ -32,25 +32,10 @@ impl<'a> Iterator for Values<'a> {
     }
 }
 
-/// `word` characters of Call-ID (RFC 3261 §25.1), plus `@`.
+/// `word` characters of Call-ID (RFC 3261 §25.1), plus `@`: one table load per byte.
+#[inline]
 fn is_callid_char(b: u8) -> bool {
-    super::scan::is_token(b)
-        || matches!(
-            b,
-            b'(' | b')'
-                | b'<'
-                | b'>'
-                | b':'
-                | b'\\'
-                | b'"'
-                | b'/'
-                | b'['
-                | b']'
-                | b'?'
-                | b'{'
-                | b'}'
-                | b'@'
-        )
+    super::scan::is_extra(b, super::scan::CALLID)
 }
 
 impl Message {

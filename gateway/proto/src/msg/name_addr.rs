@@ -109,8 +109,8 @@ impl<'a> NameAddr<'a> {
             }
         };
         if let Some(inner) = after_display.strip_prefix('<') {
-            let close = super::scan::find_byte(inner.as_bytes(), b'>')
-                .ok_or(ValueError::UnterminatedAngle)?;
+            let close =
+                memchr::memchr(b'>', inner.as_bytes()).ok_or(ValueError::UnterminatedAngle)?;
             let uri = &inner[..close];
             if CHECK_URI {
                 Uri::parse(uri).map_err(ValueError::Uri)?;

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::scan::{is_token, skip_lws, split_quoted, unquote};
+use super::scan::{is_extra, skip_lws, split_quoted, unquote, GEN_VALUE};
 use super::ValueError;
 
 /// A validated parameter section (possibly empty) borrowed from a header value.
@@ -16,13 +16,13 @@ pub struct Params<'a> {
     raw: &'a str,
 }
 
-/// `gen-value` characters: token, plus what a `host` (IPv6 reference) needs.
-fn is_value_char(b: u8) -> bool {
-    is_token(b) || matches!(b, b':' | b'[' | b']')
-}
-
+/// Length of the run of `gen-value` characters (token, plus what a `host`, an IPv6
+/// reference, needs) at the start of `v`.
+#[inline]
 fn value_len(v: &str) -> usize {
-    v.bytes().position(|b| !is_value_char(b)).unwrap_or(v.len())
+    v.bytes()
+        .position(|b| !is_extra(b, GEN_VALUE))
+        .unwrap_or(v.len())
 }
 
 /// Reads one `; name [= value]` from the front of `s`. `Ok(None)` when `s` (after LWS)
@@ -77,7 +77,7 @@ impl<'a> Params<'a> {
         let mut found = [None; N];
         while let Some((n, v, r)) = next_param(rest)? {
             for (want, slot) in names.iter().zip(found.iter_mut()) {
-                if slot.is_none() && n.eq_ignore_ascii_case(want) {
+                if slot.is_none() && n.len() == want.len() && n.eq_ignore_ascii_case(want) {
                     *slot = Some(v);
                 }
             }

@@ -72,6 +72,60 @@ const fn build_classes() -> [u8; 256] {
 
 static CLASSES: [u8; 256] = build_classes();
 
+/// A second table for the classes that did not fit in [`CLASSES`]' eight bits.
+pub(crate) const GEN_VALUE: u8 = 1;
+pub(crate) const CALLID: u8 = 2;
+
+const fn extra_class_of(b: u8) -> u8 {
+    let token = class_of(b) & TOKEN != 0;
+    let mut c = 0;
+    // `gen-value` characters of a header parameter: token, plus what a `host` (an IPv6
+    // reference) needs.
+    if token || matches!(b, b':' | b'[' | b']') {
+        c |= GEN_VALUE;
+    }
+    // `word` characters of Call-ID (RFC 3261 §25.1), plus `@`.
+    if token
+        || matches!(
+            b,
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'{'
+                | b'}'
+                | b'@'
+        )
+    {
+        c |= CALLID;
+    }
+    c
+}
+
+const fn build_extra() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = extra_class_of(i as u8);
+        i += 1;
+    }
+    t
+}
+
+static EXTRA: [u8; 256] = build_extra();
+
+/// Whether byte `b` is in any of the [`EXTRA`] classes `mask` ([`GEN_VALUE`], [`CALLID`]).
+#[inline]
+pub(crate) fn is_extra(b: u8, mask: u8) -> bool {
+    EXTRA[usize::from(b)] & mask != 0
+}
+
 /// Whether byte `b` is in any of the classes `mask`.
 #[inline]
 pub(crate) fn is(b: u8, mask: u8) -> bool {
@@ -99,6 +153,12 @@ pub(crate) fn is_lws(b: u8) -> bool {
 /// Trims LWS at both ends.
 pub(crate) fn trim_lws(s: &str) -> &str {
     let b = s.as_bytes();
+    // Values are almost always trimmed already: answer that case without a loop.
+    match (b.first(), b.last()) {
+        (Some(&f), Some(&l)) if !is_lws(f) && !is_lws(l) => return s,
+        (None, _) => return s,
+        _ => {}
+    }
     let start = span_of(b, LWS);
     let end = b.iter().rposition(|&c| !is_lws(c)).map_or(start, |e| e + 1);
     // Both ends are at ASCII bytes (or the string ends), so these are char boundaries.
@@ -107,6 +167,10 @@ pub(crate) fn trim_lws(s: &str) -> &str {
 
 #[inline]
 pub(crate) fn skip_lws(s: &str) -> &str {
+    // Most separators have no LWS around them: a one-byte check answers that case.
+    if !s.as_bytes().first().is_some_and(|&b| is_lws(b)) {
+        return s;
+    }
     let n = span_of(s.as_bytes(), LWS);
     s.get(n..).unwrap_or("")
 }
@@ -142,10 +206,26 @@ pub(crate) fn decimal_value(value: &str, max: u64) -> Result<u64, ValueError> {
     if v.is_empty() {
         return Err(ValueError::Empty);
     }
-    if !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ValueError::BadNumber);
+    // One pass: a non-digit anywhere is "not a number" even after an overflow.
+    let mut n: u64 = 0;
+    let mut too_large = false;
+    for b in v.bytes() {
+        if !b.is_ascii_digit() {
+            return Err(ValueError::BadNumber);
+        }
+        match n
+            .checked_mul(10)
+            .and_then(|x| x.checked_add(u64::from(b - b'0')))
+        {
+            Some(x) if x <= max => n = x,
+            _ => too_large = true,
+        }
     }
-    parse_decimal(v, max).ok_or(ValueError::NumberTooLarge)
+    if too_large {
+        Err(ValueError::NumberTooLarge)
+    } else {
+        Ok(n)
+    }
 }
 
 /// Splits a quoted string off the front of `s` (which must start with `"`). Returns the
@@ -154,10 +234,7 @@ pub(crate) fn split_quoted(s: &str) -> Result<(&str, &str), ValueError> {
     let bytes = s.as_bytes();
     debug_assert_eq!(bytes.first(), Some(&b'"'));
     let mut i = 1;
-    while let Some(o) = bytes
-        .get(i..)
-        .and_then(|r| r.iter().position(|&c| c == b'"' || c == b'\\'))
-    {
+    while let Some(o) = bytes.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
         let at = i + o;
         if bytes[at] == b'"' {
             return Ok((&s[..=at], &s[at + 1..]));

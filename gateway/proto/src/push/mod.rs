@@ -107,7 +107,7 @@ impl DeviceToken {
     /// An APNs token: non-empty even-length hex (64 characters today; length treated as opaque).
     pub fn apns(s: &str) -> Result<Self, TokenError> {
         Self::check_common(s)?;
-        if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(TokenError::NotHex);
         }
         Ok(Self(s.to_ascii_lowercase()))

@@ -191,7 +191,7 @@ mod tests {
                 mints.push(t);
             }
             let secs = t.duration_since(t0).as_secs();
-            if secs % 420 == 0 {
+            if secs.is_multiple_of(420) {
                 let minted = p.minted_at().unwrap();
                 let _ = p.handle_expired(t, minted);
             }

@@ -1,32 +1,35 @@
 //! One binding's compact state, its REGISTER request, and what a response means for it.
 //!
-//! [`Binding`] is what the engine keeps per SIP account between refreshes: its strings in one
-//! allocation, the digest nonces, the upstream address, one timer handle and a few counters.
+//! [`Binding`] is what the engine keeps per SIP account between refreshes: its own strings in
+//! one allocation, the digest nonces, the index of its interned site (upstream address,
+//! domain, outbound proxy), one timer handle and a few counters.
 //! Requests are printed from it on demand; no message outlives its transaction.
 
 use crate::msg::{HeaderName, Message, Method, RequestBuilder};
 use crate::rng::CoreRng;
 use crate::timer::TimerId;
-use crate::txn::{Peer, Transport};
+use crate::txn::Transport;
 
 use super::digest::{self, Auth};
-use super::peers::PeerIdx;
+use super::peers::{PeerIdx, Site};
 use super::strings::Packed;
-use super::{BindingConfig, BindingError, BindingField, BindingPhase, RegConfig};
+use super::{BindingConfig, BindingError, BindingField, BindingId, BindingPhase, RegConfig};
 
+// Domain and outbound proxy are not here: many bindings share them, so they live in the
+// interned [`Site`].
 pub(crate) const USER: usize = 0;
-pub(crate) const DOMAIN: usize = 1;
-pub(crate) const AUTH_USER: usize = 2;
-pub(crate) const PASSWORD: usize = 3;
-pub(crate) const PROXY: usize = 4;
-pub(crate) const TOKEN: usize = 5;
-pub(crate) const CALL_ID: usize = 6;
-pub(crate) const TAG: usize = 7;
+pub(crate) const AUTH_USER: usize = 1;
+pub(crate) const PASSWORD: usize = 2;
+pub(crate) const TOKEN: usize = 3;
+pub(crate) const CALL_ID: usize = 4;
+pub(crate) const TAG: usize = 5;
 /// A previous contact token still to be removed upstream (empty normally): after the token
 /// changed, the next REGISTER carries the old Contact with `expires=0` beside the new one.
-pub(crate) const OLD_TOKEN: usize = 8;
+pub(crate) const OLD_TOKEN: usize = 6;
+/// Number of packed fields.
+pub(crate) const FIELDS: usize = 7;
 /// Fields that come from the configuration (compared to detect a change).
-pub(crate) const CONFIG_FIELDS: usize = 6;
+pub(crate) const CONFIG_FIELDS: usize = 4;
 
 /// Flag: the binding waits in the send queue.
 pub(crate) const QUEUED: u8 = 1;
@@ -43,9 +46,10 @@ pub(crate) const IN_FLIGHT: u8 = 16;
 /// Per-binding state; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Binding {
-    /// user, domain, auth user, password, proxy, token, Call-ID, From tag, old token.
-    pub(crate) strings: Packed<9>,
+    /// user, auth user, password, token, Call-ID, From tag, old token.
+    pub(crate) strings: Packed<FIELDS>,
     pub(crate) auth: Auth,
+    /// The interned site: upstream address, domain, outbound proxy.
     pub(crate) upstream: PeerIdx,
     /// The refresh or retry deadline.
     pub(crate) timer: Option<TimerId>,
@@ -83,14 +87,23 @@ fn charset(s: &str, max: usize, allowed: fn(u8) -> bool) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(allowed)
 }
 
-/// Checks a configuration and packs its strings with the binding's Call-ID and tag.
+/// The contact token a shell derives from the binding id (the daemon does): 16 lowercase
+/// hex digits. Such a token is stored as nothing and rebuilt on use, 16 bytes less per
+/// binding.
+fn id_token(id: BindingId) -> String {
+    format!("{:016x}", id.0)
+}
+
+/// Checks a configuration and packs its own strings with the binding's Call-ID and tag;
+/// returns them with the site to intern.
 pub(crate) fn pack(
+    id: BindingId,
     cfg: &BindingConfig,
     reg: &RegConfig,
     call_id: &str,
     tag: &str,
     old_token: &str,
-) -> Result<Packed<9>, BindingError> {
+) -> Result<(Packed<FIELDS>, Site), BindingError> {
     use BindingField::*;
     check(charset(&cfg.user, 128, is_user_char), User)?;
     check(charset(&cfg.domain, 260, is_host_char), Domain)?;
@@ -113,22 +126,35 @@ pub(crate) fn pack(
     check(cfg.expires > 0 && cfg.expires <= reg.max_expires, Expires)?;
     let token_char = |b: u8| b.is_ascii_alphanumeric() || b"-_.!~*'".contains(&b);
     check(charset(&cfg.contact_token, 64, token_char), ContactToken)?;
-    Packed::new([
+    // Most accounts authenticate as their user: store the auth user only when it differs
+    // (read back through `Binding::auth_user`), a dozen bytes less per binding.
+    let stored_auth_user = if auth_user == cfg.user { "" } else { auth_user };
+    // A valid token is never empty, so "" unambiguously means the id's token.
+    let stored_token = if cfg.contact_token == id_token(id) {
+        ""
+    } else {
+        cfg.contact_token.as_str()
+    };
+    let strings = Packed::new([
         &cfg.user,
-        &cfg.domain,
-        auth_user,
+        stored_auth_user,
         pw,
-        proxy,
-        &cfg.contact_token,
+        stored_token,
         call_id,
         tag,
         old_token,
     ])
-    .map_err(|_| BindingError::InvalidField(User))
+    .map_err(|_| BindingError::InvalidField(User))?;
+    let site = Site {
+        peer: cfg.upstream,
+        domain: cfg.domain.as_str().into(),
+        proxy: proxy.into(),
+    };
+    Ok((strings, site))
 }
 
 impl Binding {
-    pub(crate) fn new(strings: Packed<9>, upstream: PeerIdx, expires: u32) -> Self {
+    pub(crate) fn new(strings: Packed<FIELDS>, upstream: PeerIdx, expires: u32) -> Self {
         Self {
             strings,
             auth: None,
@@ -144,8 +170,12 @@ impl Binding {
         }
     }
 
-    pub(crate) fn token(&self) -> &str {
-        self.strings.get(TOKEN)
+    /// The contact token of this binding, `id` (see [`pack`]).
+    pub(crate) fn token(&self, id: BindingId) -> std::borrow::Cow<'_, str> {
+        match self.strings.get(TOKEN) {
+            "" => id_token(id).into(),
+            t => t.into(),
+        }
     }
 
     /// The upstream accepted a REGISTER that carried the old token with `expires=0`.
@@ -154,7 +184,8 @@ impl Binding {
             return;
         }
         let s = &self.strings;
-        let fields: [&str; 9] = std::array::from_fn(|i| if i == OLD_TOKEN { "" } else { s.get(i) });
+        let fields: [&str; FIELDS] =
+            std::array::from_fn(|i| if i == OLD_TOKEN { "" } else { s.get(i) });
         if let Ok(p) = Packed::new(fields) {
             self.strings = p;
         }
@@ -164,7 +195,8 @@ impl Binding {
     /// credentials for every known protection space.
     pub(crate) fn register_request(
         &mut self,
-        upstream: Peer,
+        id: BindingId,
+        site: &Site,
         reg: &RegConfig,
         rng: &mut CoreRng,
         unregister: bool,
@@ -177,7 +209,8 @@ impl Binding {
         };
         let expires = if unregister { 0 } else { self.expires };
         let s = &self.strings;
-        let (user, domain) = (s.get(USER), s.get(DOMAIN));
+        let upstream = site.peer;
+        let (user, domain) = (s.get(USER), &*site.domain);
         let uri = format!("sip:{domain}");
         let aor = format!("<sip:{user}@{domain}>");
         let transport = match upstream.transport {
@@ -187,13 +220,19 @@ impl Binding {
         };
         let contact = format!(
             "<sip:{}@{};transport={transport}>;expires={expires}",
-            s.get(TOKEN),
+            self.token(id),
             reg.local_addr
         );
+        // `pack` stores the auth user only when it differs from the user.
+        let auth_user = match self.strings.get(AUTH_USER) {
+            "" => self.strings.get(USER),
+            a => a,
+        };
         let credentials = digest::authorize(
             &mut self.auth,
+            &site.domain,
             rng,
-            self.strings.get(AUTH_USER),
+            auth_user,
             self.strings.get(PASSWORD),
             "REGISTER",
             &uri,
@@ -210,7 +249,7 @@ impl Binding {
             .to(&aor, None)
             .call_id(s.get(CALL_ID))
             .cseq(self.cseq);
-        let proxy = s.get(PROXY);
+        let proxy = &*site.proxy;
         if !proxy.is_empty() {
             rb = rb.header(HeaderName::Route, &format!("<sip:{proxy};lr>"));
         }
@@ -266,6 +305,7 @@ pub(crate) fn retry_after(response: &Message) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::txn::Peer;
     use bytes::Bytes;
 
     fn resp(headers: &str) -> Message {
@@ -298,6 +338,36 @@ mod tests {
             granted_expiry(&resp("Contact: <sip:x@gw>;expires=5\r\n"), "tok", 3600),
             0
         );
+    }
+
+    #[test]
+    fn shared_and_derived_strings_are_not_stored() {
+        let id = BindingId(0xfeed);
+        let mut cfg = BindingConfig {
+            user: "alice".into(),
+            domain: "example.org".into(),
+            auth_user: None,
+            password: crate::auth::Password::new("pw"),
+            outbound_proxy: Some("sbc.example.org:5061".into()),
+            upstream: Peer::udp("192.0.2.1:5060".parse().unwrap()),
+            expires: 600,
+            contact_token: "000000000000feed".into(),
+        };
+        let reg = RegConfig::new("gw.example.net:5060");
+        let (strings, site) = pack(id, &cfg, &reg, "cid", "tag", "").unwrap();
+        // Domain and proxy went to the site; the token is the id's and the auth user the
+        // user, so neither is stored.
+        assert_eq!(strings.heap_len(), "alice".len() + 2 + 3 + 3);
+        assert_eq!(
+            (&*site.domain, &*site.proxy),
+            ("example.org", "sbc.example.org:5061")
+        );
+        let b = Binding::new(strings, PeerIdx::for_test(0), 600);
+        assert_eq!(b.token(id), "000000000000feed");
+        cfg.contact_token = "k7Qd2".into();
+        let (strings, _) = pack(id, &cfg, &reg, "cid", "tag", "").unwrap();
+        let b = Binding::new(strings, PeerIdx::for_test(0), 600);
+        assert_eq!(b.token(id), "k7Qd2");
     }
 
     #[test]

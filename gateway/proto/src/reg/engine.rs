@@ -44,7 +44,7 @@ pub struct Registrations {
     config: RegConfig,
     txns: Transactions,
     bindings: Table,
-    /// The upstream addresses the bindings use, interned.
+    /// The sites (upstream address, domain, outbound proxy) the bindings use, interned.
     peers: Peers,
     /// Live REGISTER transactions and the binding each belongs to.
     in_flight: HashMap<ClientTxnId, BindingId>,
@@ -82,7 +82,8 @@ pub struct MemoryReport {
     pub heap_bytes: usize,
     /// Timer entries (slot, heap index).
     pub timer_bytes: usize,
-    /// Distinct upstream addresses (interned, shared by the bindings).
+    /// Distinct sites: upstream address, domain and outbound proxy (interned, shared by the
+    /// bindings).
     pub upstreams: usize,
 }
 
@@ -206,8 +207,8 @@ impl Registrations {
         }
         let call_id = self.rng.call_id();
         let tag = self.rng.tag();
-        let strings = binding::pack(&cfg, &self.config, &call_id, &tag, "")?;
-        let upstream = self.peers.intern(cfg.upstream);
+        let (strings, site) = binding::pack(id, &cfg, &self.config, &call_id, &tag, "")?;
+        let upstream = self.peers.intern(site);
         self.bindings
             .insert(id, Binding::new(strings, upstream, cfg.expires));
         self.enqueue(id, false);
@@ -232,29 +233,30 @@ impl Registrations {
         };
         let call_id = b.strings.get(binding::CALL_ID).to_owned();
         let tag = b.strings.get(binding::TAG).to_owned();
-        let token = b.strings.get(binding::TOKEN);
+        let token = b.token(id);
         // A new token replaces a Contact the upstream may hold: remove that one with the
         // next REGISTER rather than letting it ring into nowhere until it lapses.
         let old_token = if cfg.contact_token != token && b.flags & MAYBE_BOUND != 0 {
-            token.to_owned()
+            token.into_owned()
         } else {
             b.strings.get(binding::OLD_TOKEN).to_owned()
         };
-        let strings = binding::pack(&cfg, &self.config, &call_id, &tag, &old_token)?;
+        let (strings, site) = binding::pack(id, &cfg, &self.config, &call_id, &tag, &old_token)?;
         let same = |i: usize| strings.get(i) == b.strings.get(i);
         let same_all = (0..binding::CONFIG_FIELDS).all(same);
-        let same_peer = self.peers.get(b.upstream) == cfg.upstream;
-        if same_all && same_peer && b.expires == cfg.expires {
+        let old_site = self.peers.get(b.upstream);
+        let same_site = *old_site == site;
+        if same_all && same_site && b.expires == cfg.expires {
             return Ok(false);
         }
         let creds_same =
-            same(binding::DOMAIN) && same(binding::AUTH_USER) && same(binding::PASSWORD);
-        if !creds_same || !same_peer {
+            old_site.domain == site.domain && same(binding::AUTH_USER) && same(binding::PASSWORD);
+        if !creds_same || old_site.peer != site.peer {
             b.auth = None;
         }
-        if !same_peer {
+        if !same_site {
             self.peers.release(b.upstream);
-            b.upstream = self.peers.intern(cfg.upstream);
+            b.upstream = self.peers.intern(site);
         }
         b.strings = strings;
         b.expires = cfg.expires;
@@ -388,8 +390,9 @@ impl Registrations {
         };
         b.flags &= !QUEUED;
         let unregister = b.phase == BindingPhase::Unregistering;
-        let peer = self.peers.get(b.upstream);
-        let request = b.register_request(peer, &self.config, &mut self.rng, unregister);
+        let site = self.peers.get(b.upstream);
+        let peer = site.peer;
+        let request = b.register_request(id, site, &self.config, &mut self.rng, unregister);
         match self.txns.send_request(now, request, peer) {
             Ok(t) => {
                 b.flags |= IN_FLIGHT;
@@ -485,11 +488,12 @@ impl Registrations {
             407 => Some((ChallengeKind::Proxy, HeaderName::ProxyAuthenticate)),
             _ => None,
         };
+        let domain = &self.peers.get(b.upstream).domain;
         let challenged = challenge.map(|(kind, header)| {
-            digest::handle_challenge(&mut b.auth, kind, response.header_lines(header))
+            digest::handle_challenge(&mut b.auth, domain, kind, response.header_lines(header))
         });
         if challenged.is_none() {
-            digest::handle_success(&mut b.auth);
+            digest::handle_success(&mut b.auth, domain);
         }
         // Removal or a new configuration arrived while this REGISTER was in flight: whatever
         // it was answered, start the next step afresh (a challenge is kept for it).
@@ -523,7 +527,7 @@ impl Registrations {
             (200..=299, None) if unregistering => self.forget(id, true),
             (200..=299, None) => {
                 b.clear_old_token();
-                let granted = granted_expiry(response, b.token(), b.expires);
+                let granted = granted_expiry(response, &b.token(id), b.expires);
                 if granted == 0 {
                     self.retry(now, id, RetryCause::NotBound);
                 } else {

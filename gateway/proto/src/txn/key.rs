@@ -1,9 +1,13 @@
 //! Transaction matching keys (RFC 3261 §17.1.3 and §17.2.3).
 //!
-//! Keys own their strings (a few short allocations per message) so that the indexes do not
-//! borrow from stored messages. Comparisons follow the RFC: the branch is compared byte for
-//! byte, the sent-by host case-insensitively (stored lowercased) with the port defaulted from
-//! the transport, and an ACK is looked up as the INVITE it acknowledges.
+//! A server transaction keeps its key in one allocation ([`ServerKey`]) so that the index does
+//! not borrow from stored messages; incoming requests are matched with a borrowed
+//! [`ServerKeyRef`] hashed once, so a retransmission or an ACK allocates nothing. Comparisons
+//! follow the RFC: the branch is compared byte for byte, the sent-by host case-insensitively
+//! with the port defaulted from the transport, and an ACK is looked up as the INVITE it
+//! acknowledges. Client keys own their strings.
+
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use crate::msg::{HeaderName, Message, Method, ParseError};
 
@@ -65,33 +69,74 @@ impl ClientKey {
     }
 }
 
-/// §17.2.3: the key of a server transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// §17.2.3: the key of a server transaction, as stored in the transaction.
+///
+/// One allocation per key: the RFC 3261 form keeps branch and sent-by host in one string.
+/// Lookups never build this; they hash and compare a borrowed [`ServerKeyRef`].
+#[derive(Debug, Clone)]
 pub(crate) enum ServerKey {
     /// The branch carries the magic cookie: branch, sent-by and method identify it.
     Rfc3261 {
-        branch: Box<str>,
-        host: Box<str>,
+        /// The branch followed by the sent-by host (as received; compared ignoring case).
+        text: Box<str>,
+        branch_len: u32,
         port: u16,
         method: Method,
     },
-    /// RFC 2543 peers: Request-URI, From tag, Call-ID, CSeq and the whole top Via. The To tag
-    /// is compared after the lookup ([`LegacyTags`]) because an ACK carries the tag of the
-    /// response rather than the one of the INVITE.
+    /// RFC 2543 peers (rare): boxed, so the common key stays small.
+    Rfc2543(Box<LegacyKey>),
+}
+
+/// RFC 2543 peers: Request-URI, From tag, Call-ID, CSeq and the whole top Via. The To tag
+/// is compared after the lookup ([`LegacyTags`]) because an ACK carries the tag of the
+/// response rather than the one of the INVITE.
+#[derive(Debug, Clone)]
+pub(crate) struct LegacyKey {
+    request_uri: Box<str>,
+    from_tag: Option<Box<str>>,
+    call_id: Box<str>,
+    cseq: u32,
+    method: Method,
+    top_via: Box<str>,
+}
+
+/// A server key borrowed from a request: what the index is probed with, so that matching a
+/// retransmission or an ACK allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ServerKeyRef<'a> {
+    Rfc3261 {
+        branch: &'a str,
+        host: &'a str,
+        port: u16,
+        method: &'a Method,
+    },
     Rfc2543 {
-        request_uri: Box<str>,
-        from_tag: Option<Box<str>>,
-        call_id: Box<str>,
+        request_uri: &'a str,
+        from_tag: Option<&'a str>,
+        call_id: &'a str,
         cseq: u32,
-        method: Method,
-        top_via: Box<str>,
+        method: &'a Method,
+        top_via: &'a str,
     },
 }
 
-impl ServerKey {
+/// Feeds `s` to `h` with ASCII letters lowercased (the sent-by host compares ignoring
+/// case), in stack-sized chunks so that no lowercased copy is allocated.
+fn hash_lowercase<H: Hasher>(h: &mut H, s: &str) {
+    let mut buf = [0u8; 64];
+    for chunk in s.as_bytes().chunks(buf.len()) {
+        let out = &mut buf[..chunk.len()];
+        out.copy_from_slice(chunk);
+        out.make_ascii_lowercase();
+        h.write(out);
+    }
+    h.write_usize(s.len());
+}
+
+impl<'a> ServerKeyRef<'a> {
     /// The key of `req` when looked up as a request of `method`: the request's own method
     /// for retransmissions, INVITE for an ACK or for the INVITE a CANCEL targets.
-    pub(crate) fn for_request(req: &Message, method: Method) -> Result<Self, KeyError> {
+    pub(crate) fn for_request(req: &'a Message, method: &'a Method) -> Result<Self, KeyError> {
         let via = req.top_via()?;
         if via.has_rfc3261_branch() {
             let branch = via.branch().ok_or(KeyError::NoBranch)?;
@@ -101,9 +146,9 @@ impl ServerKey {
             } else {
                 5060
             });
-            return Ok(ServerKey::Rfc3261 {
-                branch: branch.into(),
-                host: host.to_ascii_lowercase().into(),
+            return Ok(ServerKeyRef::Rfc3261 {
+                branch,
+                host,
                 port,
                 method,
             });
@@ -112,21 +157,176 @@ impl ServerKey {
             .header_values(HeaderName::Via)
             .next()
             .ok_or(ParseError::MissingHeader(HeaderName::Via))?;
-        Ok(ServerKey::Rfc2543 {
-            request_uri: req
-                .request_uri_str()
-                .ok_or(KeyError::BadRequestLine)?
-                .into(),
-            from_tag: req.checked_from_hdr()?.tag().map(Into::into),
-            call_id: req.call_id()?.into(),
+        Ok(ServerKeyRef::Rfc2543 {
+            request_uri: req.request_uri_str().ok_or(KeyError::BadRequestLine)?,
+            from_tag: req.checked_from_hdr()?.tag(),
+            call_id: req.call_id()?,
             cseq: req.cseq()?.seq,
             method,
-            top_via: top_via.trim().into(),
+            top_via: top_via.trim(),
         })
     }
 
     pub(crate) fn is_legacy(&self) -> bool {
-        matches!(self, ServerKey::Rfc2543 { .. })
+        matches!(self, ServerKeyRef::Rfc2543 { .. })
+    }
+
+    /// The index hash: one pass of the layer's keyed hasher, computed once per request.
+    pub(crate) fn hash_with(&self, state: &impl BuildHasher) -> u64 {
+        let mut h = state.build_hasher();
+        match self {
+            ServerKeyRef::Rfc3261 {
+                branch,
+                host,
+                port,
+                method,
+            } => {
+                h.write_u8(0);
+                branch.hash(&mut h);
+                hash_lowercase(&mut h, host);
+                port.hash(&mut h);
+                method.hash(&mut h);
+            }
+            ServerKeyRef::Rfc2543 {
+                request_uri,
+                from_tag,
+                call_id,
+                cseq,
+                method,
+                top_via,
+            } => {
+                h.write_u8(1);
+                (request_uri, from_tag, call_id, cseq, method, top_via).hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+
+    /// §17.2.3 equality: branch, port and method byte for byte, the host ignoring case.
+    pub(crate) fn matches(&self, other: &ServerKeyRef<'_>) -> bool {
+        match (self, other) {
+            (
+                ServerKeyRef::Rfc3261 {
+                    branch,
+                    host,
+                    port,
+                    method,
+                },
+                ServerKeyRef::Rfc3261 {
+                    branch: b2,
+                    host: h2,
+                    port: p2,
+                    method: m2,
+                },
+            ) => branch == b2 && port == p2 && method == m2 && host.eq_ignore_ascii_case(h2),
+            (
+                ServerKeyRef::Rfc2543 {
+                    request_uri,
+                    from_tag,
+                    call_id,
+                    cseq,
+                    method,
+                    top_via,
+                },
+                ServerKeyRef::Rfc2543 {
+                    request_uri: r2,
+                    from_tag: f2,
+                    call_id: c2,
+                    cseq: s2,
+                    method: m2,
+                    top_via: t2,
+                },
+            ) => {
+                request_uri == r2
+                    && from_tag == f2
+                    && call_id == c2
+                    && cseq == s2
+                    && method == m2
+                    && top_via == t2
+            }
+            _ => false,
+        }
+    }
+
+    /// The owned key a new transaction keeps.
+    pub(crate) fn to_owned_key(self) -> ServerKey {
+        match self {
+            ServerKeyRef::Rfc3261 {
+                branch,
+                host,
+                port,
+                method,
+            } => {
+                let mut text = String::with_capacity(branch.len() + host.len());
+                text.push_str(branch);
+                text.push_str(host);
+                ServerKey::Rfc3261 {
+                    text: text.into_boxed_str(),
+                    // A header value is far shorter than 4 GiB (MAX_MESSAGE_LEN).
+                    branch_len: branch.len() as u32,
+                    port,
+                    method: method.clone(),
+                }
+            }
+            ServerKeyRef::Rfc2543 {
+                request_uri,
+                from_tag,
+                call_id,
+                cseq,
+                method,
+                top_via,
+            } => ServerKey::Rfc2543(Box::new(LegacyKey {
+                request_uri: request_uri.into(),
+                from_tag: from_tag.map(Into::into),
+                call_id: call_id.into(),
+                cseq,
+                method: method.clone(),
+                top_via: top_via.into(),
+            })),
+        }
+    }
+}
+
+impl ServerKey {
+    /// The borrowed form, for comparing with a probe.
+    pub(crate) fn view(&self) -> ServerKeyRef<'_> {
+        match self {
+            ServerKey::Rfc3261 {
+                text,
+                branch_len,
+                port,
+                method,
+            } => {
+                let (branch, host) = text.split_at(*branch_len as usize);
+                ServerKeyRef::Rfc3261 {
+                    branch,
+                    host,
+                    port: *port,
+                    method,
+                }
+            }
+            ServerKey::Rfc2543(k) => ServerKeyRef::Rfc2543 {
+                request_uri: &k.request_uri,
+                from_tag: k.from_tag.as_deref(),
+                call_id: &k.call_id,
+                cseq: k.cseq,
+                method: &k.method,
+                top_via: &k.top_via,
+            },
+        }
+    }
+
+    /// The method of the request that created the transaction (never ACK: an ACK creates no
+    /// server transaction).
+    pub(crate) fn method(&self) -> &Method {
+        match self {
+            ServerKey::Rfc3261 { method, .. } => method,
+            ServerKey::Rfc2543(k) => &k.method,
+        }
+    }
+
+    pub(crate) fn is_legacy(&self) -> bool {
+        matches!(self, ServerKey::Rfc2543(_))
     }
 }
 

@@ -1,16 +1,19 @@
 //! [`Transactions`]: every client and server transaction of one core instance, their
 //! matching indexes and their timers, behind a quinn-proto style surface.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
+
+use hashbrown::HashTable;
 
 use crate::msg::{HeaderName, Message, Method, ResponseBuilder};
 use crate::timer::Timers;
 
 use super::client::{ClientState, ClientTxn};
 use super::io::{Io, Step, TimerEntry};
-use super::key::{to_tag, ClientKey, LegacyTags, ServerKey};
+use super::key::{to_tag, ClientKey, LegacyTags, ServerKeyRef};
 use super::server::{ServerState, ServerTxn};
 use super::{
     ClientTxnId, Peer, Rejection, ResponseError, SendError, ServerTxnId, Transmit, TxnConfig,
@@ -34,10 +37,17 @@ use super::{
 pub struct Transactions {
     config: TxnConfig,
     timers: Timers<TimerEntry>,
-    clients: HashMap<ClientTxnId, ClientTxn>,
+    clients: HashMap<ClientTxnId, ClientTxn, IdHash>,
     client_index: HashMap<ClientKey, ClientTxnId>,
-    servers: HashMap<ServerTxnId, ServerTxn>,
-    server_index: HashMap<ServerKey, ServerTxnId>,
+    /// Server transactions by id; handlers run on them in place (`get_mut`), never moving
+    /// them out and back in.
+    servers: HashMap<ServerTxnId, ServerTxn, IdHash>,
+    /// §17.2.3 matching: `(key hash, id)`. The key itself lives only in the transaction, so
+    /// a lookup hashes a borrowed key once and compares candidates against their owner.
+    server_index: HashTable<(u64, ServerTxnId)>,
+    /// Keyed hasher (random keys, SipHash) for peer-chosen strings: a peer cannot aim its
+    /// branches at one bucket without knowing the keys.
+    key_hasher: RandomState,
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxnEvent>,
@@ -55,10 +65,11 @@ impl Transactions {
         Self {
             config,
             timers: Timers::new(),
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             client_index: HashMap::new(),
-            servers: HashMap::new(),
-            server_index: HashMap::new(),
+            servers: HashMap::default(),
+            server_index: HashTable::new(),
+            key_hasher: RandomState::new(),
             next_id: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -98,7 +109,7 @@ impl Transactions {
         self.clients.shrink_to_fit();
         self.client_index.shrink_to_fit();
         self.servers.shrink_to_fit();
-        self.server_index.shrink_to_fit();
+        self.server_index.shrink_to_fit(|&(h, _)| h);
         self.timers.shrink_to_fit();
         self.transmits.shrink_to_fit();
         self.events.shrink_to_fit();
@@ -166,13 +177,14 @@ impl Transactions {
         if response.is_request() {
             return Err(ResponseError::NotAResponse);
         }
-        let mut txn = self
-            .servers
-            .remove(&id)
+        let (servers, mut io) = self.server_io(now);
+        let txn = servers
+            .get_mut(&id)
             .ok_or(ResponseError::UnknownTransaction)?;
-        let mut io = self.io(now);
         let result = txn.send_response(&mut io, response);
-        self.finish_server(now, txn, *result.as_ref().unwrap_or(&Step::Live));
+        if let Ok(Step::Terminated) = result {
+            self.end_server(now, id);
+        }
         result.map(|_| ())
     }
 
@@ -207,12 +219,13 @@ impl Transactions {
                     self.finish_client(now, txn, step);
                 }
                 TxnId::Server(id) => {
-                    let Some(mut txn) = self.servers.remove(&id) else {
+                    let (servers, mut io) = self.server_io(now);
+                    let Some(txn) = servers.get_mut(&id) else {
                         continue;
                     };
-                    let mut io = self.io(now);
-                    let step = txn.handle_timer(&mut io, entry.timer);
-                    self.finish_server(now, txn, step);
+                    if txn.handle_timer(&mut io, entry.timer) == Step::Terminated {
+                        self.end_server(now, id);
+                    }
                 }
             }
         }
@@ -240,13 +253,7 @@ impl Transactions {
                         .expect("by_peer names only live transactions");
                     self.finish_client(now, txn, Step::Terminated);
                 }
-                TxnId::Server(sv) => {
-                    let txn = self
-                        .servers
-                        .remove(&sv)
-                        .expect("by_peer names only live transactions");
-                    self.finish_server(now, txn, Step::Terminated);
-                }
+                TxnId::Server(sv) => self.end_server(now, sv),
             }
         }
     }
@@ -276,32 +283,31 @@ impl Transactions {
         let Some(method) = request.method() else {
             return;
         };
+        let invite = Method::Invite;
         let is_ack = method == Method::Ack;
-        let lookup = if is_ack {
-            Method::Invite
-        } else {
-            method.clone()
-        };
-        let key = match ServerKey::for_request(&request, lookup) {
+        let lookup = if is_ack { &invite } else { &method };
+        let key = match ServerKeyRef::for_request(&request, lookup) {
             Ok(k) => k,
             Err(reason) => {
                 self.emit(TxnEvent::Discarded { peer, reason });
                 return;
             }
         };
-        if let Some(id) = self.matching_server(&key, &request, is_ack) {
-            let mut txn = self
-                .servers
-                .remove(&id)
+        let key_hash = key.hash_with(&self.key_hasher);
+        if let Some(id) = self.matching_server(&key, key_hash, &request, is_ack) {
+            let (servers, mut io) = self.server_io(now);
+            let txn = servers
+                .get_mut(&id)
                 .expect("the index names only live transactions");
-            let mut io = self.io(now);
             let step = if is_ack && txn.is_invite() {
                 txn.handle_ack(&mut io, request, peer)
             } else {
                 txn.handle_retransmission(&mut io);
                 Step::Live
             };
-            self.finish_server(now, txn, step);
+            if step == Step::Terminated {
+                self.end_server(now, id);
+            }
             return;
         }
         if is_ack {
@@ -324,9 +330,12 @@ impl Transactions {
             return;
         }
         let cancels = if method == Method::Cancel {
-            ServerKey::for_request(&request, Method::Invite)
+            ServerKeyRef::for_request(&request, &invite)
                 .ok()
-                .and_then(|k| self.matching_server(&k, &request, false))
+                .and_then(|k| {
+                    let h = k.hash_with(&self.key_hasher);
+                    self.matching_server(&k, h, &request, false)
+                })
         } else {
             None
         };
@@ -340,11 +349,28 @@ impl Transactions {
             },
             response: None,
         };
-        let mut io = self.io(now);
-        let txn = ServerTxn::start(&mut io, id, key.clone(), peer, request.clone(), legacy);
+        let owned = key.to_owned_key();
         // A legacy key that matched on everything but the To tag is a different request;
-        // the newer transaction takes over the index entry.
-        self.server_index.insert(key, id);
+        // the newer transaction takes over the index entry. (An RFC 3261 key that matched
+        // was handled above as a retransmission, so it is not in the index.)
+        let servers = &self.servers;
+        let taken_over = key.is_legacy()
+            && self
+                .server_index
+                .find_mut(key_hash, |&(h, other)| {
+                    h == key_hash
+                        && servers
+                            .get(&other)
+                            .is_some_and(|t| t.key.view().matches(&key))
+                })
+                .map(|entry| entry.1 = id)
+                .is_some();
+        if !taken_over {
+            self.server_index
+                .insert_unique(key_hash, (key_hash, id), |&(h, _)| h);
+        }
+        let mut io = self.io(now);
+        let txn = ServerTxn::start(&mut io, id, (owned, key_hash), peer, &request, legacy);
         self.servers.insert(id, txn);
         self.by_peer.insert((peer, id.into()));
         self.emit(TxnEvent::Request {
@@ -358,11 +384,18 @@ impl Transactions {
     /// Looks a request up in the server index; RFC 2543 keys also compare the To tag.
     fn matching_server(
         &self,
-        key: &ServerKey,
+        key: &ServerKeyRef<'_>,
+        key_hash: u64,
         request: &Message,
         is_ack: bool,
     ) -> Option<ServerTxnId> {
-        let &id = self.server_index.get(key)?;
+        let &(_, id) = self.server_index.find(key_hash, |&(h, id)| {
+            h == key_hash
+                && self
+                    .servers
+                    .get(&id)
+                    .is_some_and(|t| t.key.view().matches(key))
+        })?;
         if key.is_legacy() {
             let txn = self.servers.get(&id)?;
             let tag = to_tag(request);
@@ -417,23 +450,22 @@ impl Transactions {
         }
     }
 
-    fn finish_server(&mut self, now: Instant, mut txn: ServerTxn, step: Step) {
-        match step {
-            Step::Live => {
-                self.servers.insert(txn.id, txn);
-            }
-            Step::Terminated => {
-                let mut io = self.io(now);
-                txn.disarm_all(&mut io);
-                if let Entry::Occupied(e) = self.server_index.entry(txn.key.clone()) {
-                    if *e.get() == txn.id {
-                        e.remove();
-                    }
-                }
-                self.forget_peer(txn.peer, txn.id.into());
-                self.emit(TxnEvent::Terminated { id: txn.id.into() });
-            }
+    /// Ends server transaction `id`: disarms its timers, drops its index entry (unless a
+    /// newer legacy transaction took it over) and reports [`TxnEvent::Terminated`].
+    fn end_server(&mut self, now: Instant, id: ServerTxnId) {
+        let Some(mut txn) = self.servers.remove(&id) else {
+            return;
+        };
+        let mut io = self.io(now);
+        txn.disarm_all(&mut io);
+        if let Ok(entry) = self
+            .server_index
+            .find_entry(txn.key_hash, |&(_, other)| other == id)
+        {
+            entry.remove();
         }
+        self.forget_peer(txn.peer, id.into());
+        self.emit(TxnEvent::Terminated { id: id.into() });
     }
 
     fn forget_peer(&mut self, peer: Peer, id: TxnId) {
@@ -448,6 +480,25 @@ impl Transactions {
     fn alloc_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// The server table and an [`Io`] at once (disjoint fields), so a handler runs on a
+    /// transaction in place.
+    fn server_io(
+        &mut self,
+        now: Instant,
+    ) -> (&mut HashMap<ServerTxnId, ServerTxn, IdHash>, Io<'_>) {
+        (
+            &mut self.servers,
+            Io {
+                now,
+                config: &self.config,
+                timers: &mut self.timers,
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+                stats: &mut self.stats,
+            },
+        )
     }
 
     fn io(&mut self, now: Instant) -> Io<'_> {
@@ -480,3 +531,28 @@ fn stateless_tag(request: &Message) -> String {
     }
     format!("sl{h:016x}")
 }
+
+/// Hasher for the layer's own transaction ids: sequential numbers the layer allocates, which
+/// no peer chooses, so a multiply (Fibonacci hashing) spreads them well enough and costs
+/// next to nothing compared with SipHash.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Ids hash through `write_u64`; anything else is folded in byte by byte.
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdHash = BuildHasherDefault<IdHasher>;

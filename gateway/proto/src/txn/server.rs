@@ -25,6 +25,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::msg::{Message, ResponseBuilder};
 use crate::timer::TimerId;
 
@@ -48,17 +50,23 @@ pub enum ServerState {
     Confirmed,
 }
 
+/// One server transaction. Kept small (no inline [`Message`]) because the layer holds tens
+/// of thousands of them while Timer J runs, and they live in a hash table.
 #[derive(Debug)]
 pub(crate) struct ServerTxn {
     pub(crate) id: ServerTxnId,
     pub(crate) key: ServerKey,
+    /// `key`'s index hash, so the index entry is found again without rehashing the key.
+    pub(crate) key_hash: u64,
     pub(crate) peer: Peer,
     pub(crate) state: ServerState,
     pub(crate) legacy: LegacyTags,
     invite: bool,
-    request: Message,
-    /// The most recent response sent, resent on request retransmissions.
-    last: Option<Message>,
+    /// The INVITE, kept only by INVITE transactions, for the 100 Trying they may send; the
+    /// request method of every transaction is in `key`.
+    request: Option<Box<Message>>,
+    /// The bytes of the most recent response sent, resent on request retransmissions.
+    last: Option<Bytes>,
     /// Timer G (or the 100 Trying timer before any response).
     retransmit: Option<TimerId>,
     interval: Duration,
@@ -67,18 +75,21 @@ pub(crate) struct ServerTxn {
 }
 
 impl ServerTxn {
+    /// A new transaction for a request with `key`; `request` is read (and kept) only for an
+    /// INVITE.
     pub(crate) fn start(
         io: &mut Io<'_>,
         id: ServerTxnId,
-        key: ServerKey,
+        (key, key_hash): (ServerKey, u64),
         peer: Peer,
-        request: Message,
+        request: &Message,
         legacy: LegacyTags,
     ) -> Self {
-        let invite = matches!(request.method(), Some(crate::msg::Method::Invite));
+        let invite = *key.method() == crate::msg::Method::Invite;
         let mut txn = ServerTxn {
             id,
             key,
+            key_hash,
             peer,
             state: if invite {
                 ServerState::Proceeding
@@ -87,7 +98,7 @@ impl ServerTxn {
             },
             legacy,
             invite,
-            request,
+            request: invite.then(|| Box::new(request.clone())),
             last: None,
             retransmit: None,
             interval: io.config.t1,
@@ -166,7 +177,7 @@ impl ServerTxn {
         let cseq = response
             .cseq()
             .map_err(|_| ResponseError::WrongTransaction)?;
-        if Some(&cseq.method) != self.request.method().as_ref() {
+        if cseq.method != *self.key.method() {
             return Err(ResponseError::WrongTransaction);
         }
         let tid = TxnId::Server(self.id);
@@ -221,8 +232,11 @@ impl ServerTxn {
         if !provisional && self.key.is_legacy() {
             self.legacy.response = super::key::to_tag(&response);
         }
-        io.send(self.peer, response.as_bytes().clone());
-        self.last = Some(response);
+        let bytes = response.as_bytes().clone();
+        io.send(self.peer, bytes.clone());
+        self.last = Some(bytes);
+        // A 100 Trying is sent only before any response: the INVITE is not needed again.
+        self.request = None;
         Ok(step)
     }
 
@@ -259,14 +273,18 @@ impl ServerTxn {
     }
 
     fn send_trying(&mut self, io: &mut Io<'_>) {
-        let trying = ResponseBuilder::for_request(&self.request, 100, None).build();
-        io.send(self.peer, trying.as_bytes().clone());
-        self.last = Some(trying);
+        let Some(request) = &self.request else {
+            return;
+        };
+        let trying = ResponseBuilder::for_request(request, 100, None).build();
+        let bytes = trying.as_bytes().clone();
+        io.send(self.peer, bytes.clone());
+        self.last = Some(bytes);
     }
 
     fn resend_last(&self, io: &mut Io<'_>) {
         if let Some(last) = &self.last {
-            io.resend(self.peer, last.as_bytes().clone());
+            io.resend(self.peer, last.clone());
         }
     }
 }
