@@ -89,6 +89,21 @@ pub struct ProvisionResponse {
     pub created: bool,
 }
 
+/// Issues a one-time code for `mobile` and renders the message that carries it (the same
+/// template for SMS and email).
+async fn issue_code(st: &AppState, now: i64, mobile: &E164, purpose: Purpose) -> ApiResult<String> {
+    let code = otp::issue(
+        &st.db,
+        st.secrets.mac_key(),
+        &st.cfg.otp,
+        now,
+        mobile,
+        purpose,
+    )
+    .await?;
+    Ok(st.cfg.sms.text_template.replace("{code}", &code))
+}
+
 /// Shared first half of sign-up and sign-in: number, CAPTCHA, throttles.
 async fn start(st: &AppState, client: &ClientAddr, req: StartRequest) -> ApiResult<(E164, i64)> {
     let mobile = E164::parse_field(&req.mobile, "mobile")?;
@@ -135,16 +150,7 @@ pub async fn start_signup(
         ));
     }
     let (mobile, now) = start(&st, &client, req).await?;
-    let code = otp::issue(
-        &st.db,
-        st.secrets.mac_key(),
-        &st.cfg.otp,
-        now,
-        &mobile,
-        Purpose::Signup,
-    )
-    .await?;
-    let text = st.cfg.sms.text_template.replace("{code}", &code);
+    let text = issue_code(&st, now, &mobile, Purpose::Signup).await?;
     if let Err(e) = st.sms.send(&mobile, &text).await {
         // Every number gets an SMS, so reporting the failure reveals nothing about accounts.
         tracing::warn!(to = %mobile, error = %e, "SMS delivery failed");
@@ -235,16 +241,7 @@ pub async fn start_signin(
 ) -> ApiResult<Response> {
     let (mobile, now) = start(&st, &client, req).await?;
     if let Some((_, Kind::Pbx, Some(email))) = accounts::find_by_mobile(&st.db, &mobile).await? {
-        let code = otp::issue(
-            &st.db,
-            st.secrets.mac_key(),
-            &st.cfg.otp,
-            now,
-            &mobile,
-            Purpose::PbxSignin,
-        )
-        .await?;
-        let text = st.cfg.sms.text_template.replace("{code}", &code);
+        let text = issue_code(&st, now, &mobile, Purpose::PbxSignin).await?;
         // Failures are logged, not reported: reporting would reveal that the number exists.
         match st.email.send(&email, &text).await {
             Ok(()) => tracing::info!(mobile = %mobile, "sign-in code emailed"),
