@@ -4,67 +4,15 @@
 //! "Typed access" means what a gateway routes and authenticates on: the top Via's branch,
 //! From tag, To URI, Call-ID, CSeq, the first Contact and its `expires`, Expires, and (for the
 //! `+auth` variants) the digest credentials; for the INVITE also Record-Route, Content-Type
-//! and the body.
+//! and the body. Vigil's side lives in `vigil_benches::vigil`, shared with the callgrind
+//! driver (`src/bin/callgrind.rs`) so instruction counts measure the same work.
 
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vigil_benches::vigil;
 use vigil_benches::{INVITE, REGISTER};
-use vigil_proto::msg::Message;
-
-/// Vigil: the fields a registrar routes on.
-fn vigil_register(buf: &Bytes) -> usize {
-    let msg = Message::parse(buf.clone()).expect("fixture parses");
-    vigil_register_fields(&msg)
-}
-
-/// Vigil: the same, plus the digest credentials a registrar authenticates on.
-fn vigil_register_auth(buf: &Bytes) -> usize {
-    let msg = Message::parse(buf.clone()).expect("fixture parses");
-    let n = vigil_register_fields(&msg);
-    let value = msg
-        .header(vigil_proto::msg::HeaderName::Authorization)
-        .expect("authorization");
-    let creds = vigil_proto::auth::Credentials::parse(value).expect("digest credentials");
-    n + creds.response.len() + creds.nonce.len()
-}
-
-fn vigil_register_fields(msg: &Message) -> usize {
-    let via = msg.top_via().expect("via");
-    let from = msg.from_hdr().expect("from");
-    let to = msg.to_hdr().expect("to");
-    let cseq = msg.cseq().expect("cseq");
-    let contacts = msg.contacts().expect("contact");
-    let contact = &contacts.as_slice()[0];
-    via.branch().map_or(0, str::len)
-        + from.tag().map_or(0, str::len)
-        + to.uri().expect("uri").host().map_or(0, str::len)
-        + msg.call_id().expect("call-id").len()
-        + cseq.seq as usize
-        + contact.expires().expect("contact expires").unwrap_or(0) as usize
-        + msg.expires().expect("expires").unwrap_or(0) as usize
-}
-
-fn vigil_invite(buf: &Bytes) -> usize {
-    let msg = Message::parse(buf.clone()).expect("fixture parses");
-    let via = msg.top_via().expect("via");
-    let from = msg.from_hdr().expect("from");
-    let to = msg.to_hdr().expect("to");
-    let cseq = msg.cseq().expect("cseq");
-    let contacts = msg.contacts().expect("contact");
-    let rr = msg.record_routes().count();
-    let ct = msg.content_type().expect("content-type").expect("present");
-    via.branch().map_or(0, str::len)
-        + from.tag().map_or(0, str::len)
-        + to.uri().expect("uri").host().map_or(0, str::len)
-        + msg.call_id().expect("call-id").len()
-        + cseq.seq as usize
-        + contacts.as_slice().len()
-        + rr
-        + ct.subtype.len()
-        + msg.body().len()
-}
 
 mod rsip_side {
     use rsip::prelude::*;
@@ -234,10 +182,10 @@ fn bench_register(c: &mut Criterion) {
     let buf = Bytes::from_static(REGISTER);
     // The fixture must really carry the fields the bench reads: CSeq 4712, Expires 3600 and
     // the Contact's expires=3600 alone add up to more than 11,000.
-    assert!(vigil_register(&buf) > 11_000);
+    assert!(vigil::register(&buf) > 11_000);
     let mut g = c.benchmark_group("register_parse_typed");
     g.throughput(Throughput::Bytes(REGISTER.len() as u64));
-    g.bench_function("vigil", |b| b.iter(|| vigil_register(black_box(&buf))));
+    g.bench_function("vigil", |b| b.iter(|| vigil::register(black_box(&buf))));
     g.bench_function("rsip", |b| {
         b.iter(|| rsip_side::register(black_box(REGISTER), false))
     });
@@ -248,7 +196,9 @@ fn bench_register(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("register_parse_typed_auth");
     g.throughput(Throughput::Bytes(REGISTER.len() as u64));
-    g.bench_function("vigil", |b| b.iter(|| vigil_register_auth(black_box(&buf))));
+    g.bench_function("vigil", |b| {
+        b.iter(|| vigil::register_auth(black_box(&buf)))
+    });
     g.bench_function("rsip", |b| {
         b.iter(|| rsip_side::register(black_box(REGISTER), true))
     });
@@ -262,7 +212,7 @@ fn bench_invite(c: &mut Criterion) {
     let buf = Bytes::from_static(INVITE);
     let mut g = c.benchmark_group("invite_parse_typed");
     g.throughput(Throughput::Bytes(INVITE.len() as u64));
-    g.bench_function("vigil", |b| b.iter(|| vigil_invite(black_box(&buf))));
+    g.bench_function("vigil", |b| b.iter(|| vigil::invite(black_box(&buf))));
     g.bench_function("rsip", |b| b.iter(|| rsip_side::invite(black_box(INVITE))));
     g.bench_function("ezk-sip-types", |b| {
         b.iter(|| ezk_side::invite(black_box(&buf)))

@@ -5,11 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use vigil_gateway::push::wake_client::{client_endpoint, WakeError};
+use vigil_gateway::push::wake_client::{client_endpoint, client_endpoint_with, WakeError};
 use vigil_gateway::push::{
     PushClient, PushDispatcher, Roots, Secret, WakeClient, WakeServer, WakeServerConfig,
 };
@@ -147,5 +148,136 @@ async fn wake_is_delivered_and_acknowledged() {
         }
     );
     h.shutdown();
+    srv.close();
+}
+
+/// Waits until the server tracks `device`'s connection (it does so only after the device
+/// has read the server's acceptance).
+async fn connected(srv: &WakeServer, device: &str) {
+    let t0 = Instant::now();
+    while !srv.is_connected(&dev(device)) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{device} connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A UDP relay between a device and the wake server that can be cut: after the cut it drops
+/// every datagram in both directions, like a phone whose network vanished.
+async fn relay(server: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = sock.local_addr().unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cut);
+    tokio::spawn(async move {
+        let mut device = None;
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            if flag.load(Ordering::SeqCst) {
+                continue;
+            }
+            let to = if from == server {
+                match device {
+                    Some(d) => d,
+                    None => continue,
+                }
+            } else {
+                device = Some(from);
+                server
+            };
+            let _ = sock.send_to(&buf[..n], to).await;
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test]
+async fn ack_reports_an_error_when_it_cannot_be_delivered() {
+    let (srv, pem) = server();
+    srv.register(&dev("phone-1"), &Secret::new("s3cret"));
+    let (via, cut) = relay(srv.local_addr().unwrap()).await;
+    // A short idle timeout, so a connection whose peer went silent is declared dead in a
+    // second rather than the default 90 s.
+    let ep = client_endpoint_with(
+        &Roots::Pem(pem),
+        Duration::from_millis(200),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let client = WakeClient::connect_on(&ep, via, "localhost", "phone-1", &Secret::new("s3cret"))
+        .await
+        .unwrap();
+    connected(&srv, "phone-1").await;
+    let waker = {
+        let srv = Arc::clone(&srv);
+        tokio::spawn(async move {
+            srv.wake(
+                &dev("phone-1"),
+                b"{}",
+                Instant::now() + Duration::from_secs(5),
+            )
+            .await
+        })
+    };
+    let pending = tokio::time::timeout(Duration::from_secs(5), client.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // The network goes away between receiving the wake and acknowledging it: writing the
+    // ack succeeds locally, but it never reaches the server.
+    cut.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let ack = tokio::time::timeout(Duration::from_secs(10), pending.ack())
+        .await
+        .expect("ack resolves once the connection times out");
+    assert!(
+        matches!(ack, Err(WakeError::Closed)),
+        "an undelivered ack is an error, got {ack:?}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "the error comes from the idle timeout, not from a local write failure"
+    );
+    // The server never saw the ack either.
+    let outcome = waker.await.unwrap();
+    assert_ne!(outcome, vigil_proto::push::Outcome::Delivered);
+    srv.close();
+}
+
+#[tokio::test]
+async fn ack_returns_after_the_server_received_it() {
+    let (srv, pem) = server();
+    srv.register(&dev("phone-1"), &Secret::new("s3cret"));
+    let addr = srv.local_addr().unwrap();
+    let client = WakeClient::connect(
+        addr,
+        "localhost",
+        &Roots::Pem(pem),
+        "phone-1",
+        &Secret::new("s3cret"),
+    )
+    .await
+    .unwrap();
+    connected(&srv, "phone-1").await;
+    let waker = {
+        let srv = Arc::clone(&srv);
+        tokio::spawn(async move {
+            srv.wake(
+                &dev("phone-1"),
+                b"{\"x\":1}",
+                Instant::now() + Duration::from_secs(5),
+            )
+            .await
+        })
+    };
+    let pending = client.recv().await.unwrap();
+    let m = pending.ack().await.unwrap();
+    assert_eq!(&m.payload[..], b"{\"x\":1}");
+    // The ack was acknowledged at the QUIC level, so the server's wake completes as
+    // delivered.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waker)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, vigil_proto::push::Outcome::Delivered);
     srv.close();
 }

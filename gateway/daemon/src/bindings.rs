@@ -154,10 +154,12 @@ pub enum Reason {
     UnsupportedChallenge = 9,
     /// Another final refusal.
     Rejected = 10,
+    /// The SIP server's name could not be located in DNS (RFC 3263).
+    UpstreamNotFound = 11,
 }
 
 impl Reason {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::None,
         Self::Timeout,
         Self::TransportError,
@@ -169,6 +171,7 @@ impl Reason {
         Self::AuthRejected,
         Self::UnsupportedChallenge,
         Self::Rejected,
+        Self::UpstreamNotFound,
     ];
 
     /// In words, for the API.
@@ -185,6 +188,7 @@ impl Reason {
             Self::AuthRejected => "credentials rejected",
             Self::UnsupportedChallenge => "authentication scheme not supported",
             Self::Rejected => "rejected by the SIP server",
+            Self::UpstreamNotFound => "SIP server not found in DNS",
         })
     }
 }
@@ -457,6 +461,22 @@ impl Binding {
         &self.own[usize::from(self.ends[OWN_FIELDS])..]
     }
 
+    /// A copy of this binding carrying `push_enc` as its sealed push tokens (a dead token
+    /// dropped), with the same registration status.
+    pub fn with_push_sealed(&self, push_enc: Vec<u8>) -> Result<Self, RecordError> {
+        let mut r = self.to_record();
+        r.push_enc = push_enc;
+        let b = Self::from_record(&r)?;
+        b.set_status(self.status());
+        Ok(b)
+    }
+
+    /// Whether the binding still has a push token (an empty sealed field means its only
+    /// token was reported dead).
+    pub fn has_push_token(&self) -> bool {
+        !self.push_sealed().is_empty()
+    }
+
     /// The registration status.
     pub fn status(&self) -> Status {
         let mut s = unpack(self.status.load(Ordering::Acquire));
@@ -594,6 +614,47 @@ impl BindingTable {
     /// The binding with this Contact token (or engine binding id).
     pub fn by_token(&self, token: ContactToken) -> Option<Arc<Binding>> {
         self.by_token.pin().get(&token.0).cloned()
+    }
+
+    /// Replaces `current` with `new` (same device and Contact token) only if `current` is
+    /// still the device's binding: a PUT that replaced it meanwhile wins. Returns whether
+    /// the replacement happened.
+    pub fn replace_if_current(&self, current: &Arc<Binding>, new: Arc<Binding>) -> bool {
+        if current.device_id() != new.device_id() || current.token != new.token {
+            return false;
+        }
+        let by_device = self.by_device.pin();
+        let swapped = matches!(
+            by_device.compute(DeviceKey(new.clone()), |entry| match entry {
+                Some((_, cur)) if Arc::ptr_eq(cur, current) =>
+                    papaya::Operation::Insert(new.clone()),
+                _ => papaya::Operation::Abort(()),
+            }),
+            papaya::Compute::Updated { .. }
+        );
+        if swapped {
+            // A status the engine wrote to the old entry while the new one was built; the
+            // engine finds the entry by token, so it writes to the new one from here on.
+            new.set_status(current.status());
+            self.by_token.pin().insert(new.token.0, new.clone());
+        }
+        swapped
+    }
+
+    /// Bindings that may carry a push token of `kind` (`apns`, `fcm`, `quic`) whose topic
+    /// (APNs bundle id) is `topic`, when given. The tokens themselves are sealed, so the
+    /// caller opens these few to find the one holding a given token.
+    pub fn with_push_kind(&self, kind: &str, topic: Option<&str>) -> Vec<Arc<Binding>> {
+        self.by_device
+            .pin()
+            .values()
+            .filter(|b| {
+                b.has_push_token()
+                    && b.text(Text::PushKind) == kind
+                    && topic.is_none_or(|t| b.text(Text::PushTopic) == t)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Forgets a device; returns its binding.

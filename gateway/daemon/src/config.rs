@@ -116,6 +116,16 @@ pub struct RegSettings {
     pub max_registers_per_sec: u32,
     /// REGISTERs that may go at once after an idle period.
     pub pace_burst: u32,
+    /// For a TLS `upstream` given as an IP address: the name its certificate must carry
+    /// (sent as SNI). Without it the certificate must name the IP address. Upstreams found
+    /// by RFC 3263 are always verified against the SIP domain that was resolved (RFC 5922).
+    pub upstream_tls_name: Option<String>,
+    /// DNS servers (`ip:port`) for RFC 3263 resolution of device domains and proxies when no
+    /// `upstream` is set; empty: the system's (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
+    /// How long an upstream target that timed out, failed or answered 503 is skipped by
+    /// every binding that resolves to it (seconds).
+    pub upstream_down_secs: u64,
 }
 
 impl Default for RegSettings {
@@ -125,6 +135,9 @@ impl Default for RegSettings {
             contact_addr: None,
             max_registers_per_sec: 500,
             pace_burst: 10,
+            upstream_tls_name: None,
+            dns_servers: Vec::new(),
+            upstream_down_secs: 30,
         }
     }
 }
@@ -217,6 +230,10 @@ pub struct SipConfig {
     pub tls_handshake_timeout_secs: u64,
     /// Time allowed for one write to a connection before it is considered stuck (seconds).
     pub write_timeout_secs: u64,
+    /// Kernel send buffer of outgoing TCP/TLS connections (bytes); 0: the kernel's default
+    /// with autotuning (up to megabytes per connection). A small buffer makes a peer that
+    /// stops reading show as a full write queue sooner.
+    pub send_buffer_bytes: u32,
     /// On shutdown, how long in-flight writes may take before connections are cut (seconds).
     pub shutdown_grace_secs: u64,
     /// TLS certificate and key.
@@ -269,6 +286,7 @@ impl Default for SipConfig {
             idle_timeout_secs: 300,
             tls_handshake_timeout_secs: 10,
             write_timeout_secs: 10,
+            send_buffer_bytes: 0,
             shutdown_grace_secs: 5,
             tls: TlsFiles::default(),
         }
@@ -381,6 +399,11 @@ impl Config {
         if let Some(u) = &self.reg.upstream {
             if split_host_port(u).is_none() {
                 return invalid("reg.upstream", "must be host[:port]");
+            }
+        }
+        if let Some(n) = &self.reg.upstream_tls_name {
+            if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+                return invalid("reg.upstream_tls_name", "must be a DNS name or IP address");
             }
         }
         if let Some(c) = &self.reg.contact_addr {

@@ -29,6 +29,15 @@ use crate::uas::Uas;
 /// million re-registrations does not keep inbound messages and timers waiting.
 const COMMAND_BATCH: usize = 512;
 
+/// Inbound messages handled per wake before the outputs are drained: a burst of responses
+/// costs one pass over the queues and one timer re-arm, not one each.
+const INBOUND_BATCH: usize = 256;
+
+/// The shortest time between two rounds of deadline handling. Deadlines are paced sends
+/// (hundreds to thousands a second) and transaction timers (≥ 500 ms): waking at most this
+/// often lets one wake send a few paced REGISTERs together, at a delay nobody notices.
+const TIMER_QUANTUM: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Owns the transaction layer, the UAS and the registration engine; see the module
 /// documentation.
 #[derive(Debug)]
@@ -85,11 +94,27 @@ impl CoreDriver {
         if self.reg.is_none() {
             commands = None;
         }
+        // One timer, re-armed only when the deadline moves (creating a sleep per loop would
+        // register and cancel a timer entry per message).
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        // Quantised against the last time deadlines were handled (not the last wake), so a
+        // steady stream of inbound messages never starves the timers.
+        let mut last_timeout = Instant::now();
         loop {
-            let deadline = self.poll_timeout();
+            let deadline = self
+                .poll_timeout()
+                .map(|d| d.max(last_timeout + TIMER_QUANTUM));
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    sleep.as_mut().reset(d.into());
+                }
+                armed = deadline;
+            }
             let timer = async {
                 match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    Some(_) => (&mut sleep).await,
                     None => std::future::pending().await,
                 }
             };
@@ -99,11 +124,28 @@ impl CoreDriver {
                     None => std::future::pending().await,
                 }
             };
+            // An upstream lookup finished: the drain below starts the bindings waiting for it.
+            let wake = self.reg.as_ref().and_then(RegDriver::wake_signal);
+            let resolved = async {
+                match &wake {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 item = inbound.recv() => match item {
-                    Some(item) => self.handle_inbound(Instant::now(), item),
+                    Some(item) => {
+                        let now = Instant::now();
+                        self.handle_inbound(now, item);
+                        for _ in 1..INBOUND_BATCH {
+                            match inbound.try_recv() {
+                                Ok(item) => self.handle_inbound(now, item),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 cmd = command => match cmd {
@@ -111,12 +153,14 @@ impl CoreDriver {
                     // The API is gone (shutdown): keep serving SIP until told to stop.
                     None => commands = None,
                 },
+                _ = resolved => {}
                 _ = timer => {}
             }
             let now = Instant::now();
             // Also when busy inputs won the biased select: deadlines must not starve.
             if deadline.is_some_and(|d| d <= now) {
                 self.handle_timeout(now);
+                last_timeout = now;
             }
             self.drain(now);
         }

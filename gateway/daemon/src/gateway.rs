@@ -29,7 +29,8 @@ use crate::bindings::{Binding, BindingTable};
 use crate::config::{split_host_port, Config, ListenSpec};
 use crate::crypto::{KeyError, SecretBox};
 use crate::driver::CoreDriver;
-use crate::regdriver::{RegDriver, StaticUpstream};
+use crate::regdriver::{RegDriver, StaticUpstream, Upstreams};
+use crate::resolve::{ResolvingUpstreams, UpstreamResolver, UpstreamResolverConfig};
 use crate::store::{BatchConfig, Store, StoreError, WriteBatcher};
 use crate::tls::{TlsContext, TlsSetupError};
 use crate::transport::{Lifecycle, Transports};
@@ -120,7 +121,7 @@ impl Gateway {
         let transports = Transports::bind(&config.sip, tls.clone(), tx, life.clone())
             .await
             .map_err(StartError::Bind)?;
-        let push = start_push(config, tls.as_ref())?;
+        let (push, push_events) = start_push(config, tls.as_ref())?;
         let driver = CoreDriver::new(transports.clone(), TxnConfig::default());
         let (api_addr, api, store) = match (&tls, config.api.enabled) {
             (Some(tls), true) => {
@@ -137,6 +138,9 @@ impl Gateway {
                 (None, None, None)
             }
         };
+        if let Some(events) = push_events {
+            tokio::spawn(drain_push_events(events, api.clone()));
+        }
         info!(
             listeners = transports.listeners().len(),
             data_dir = %config.data_dir.display(),
@@ -229,29 +233,41 @@ impl Gateway {
     }
 }
 
-/// Starts the push service when `[push]` configures a channel. Its outcome events are drained
-/// by a task that counts them; a dead token (APNs 410, FCM UNREGISTERED) is logged without the
-/// token, so an operator sees it, until the binding table learns to drop the token itself.
+/// The push service's outcome events, for [`drain_push_events`].
+type PushEvents = tokio::sync::mpsc::UnboundedReceiver<vigil_proto::push::PushEvent>;
+
+/// Starts the push service when `[push]` configures a channel; returns it with its outcome
+/// events, which [`drain_push_events`] consumes once the binding table exists.
 fn start_push(
     config: &Config,
     tls: Option<&TlsContext>,
-) -> Result<Option<crate::push::PushService>, StartError> {
-    use vigil_proto::push::PushEvent;
+) -> Result<(Option<crate::push::PushService>, Option<PushEvents>), StartError> {
     if config.push.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let (service, mut events) =
-        crate::push::PushService::start(&config.push, tls.map(|t| &*t.server))?;
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if let PushEvent::DeadToken { credential, .. } = &event {
-                metrics::counter!("vigil_push_dead_tokens_total").increment(1);
-                warn!(?credential, "push token reported dead by the provider");
+    let (service, events) = crate::push::PushService::start(&config.push, tls.map(|t| &*t.server))?;
+    info!("push service started");
+    Ok((Some(service), Some(events)))
+}
+
+/// Drains the push service's outcome events. A dead token (APNs 410, FCM UNREGISTERED) is
+/// counted, logged without the token, and dropped from the bindings holding it, in memory
+/// and in the store (see [`crate::push::dead_token`]), so no further push goes to it.
+/// Without the intake API there are no bindings to drop it from.
+async fn drain_push_events(mut events: PushEvents, api: Option<Arc<ApiState>>) {
+    use vigil_proto::push::PushEvent;
+    while let Some(event) = events.recv().await {
+        if let PushEvent::DeadToken {
+            credential, target, ..
+        } = &event
+        {
+            metrics::counter!("vigil_push_dead_tokens_total").increment(1);
+            warn!(?credential, "push token reported dead by the provider");
+            if let Some(api) = &api {
+                crate::push::dead_token::drop_dead_token(api, target).await;
             }
         }
-    });
-    info!("push service started");
-    Ok(Some(service))
+    }
 }
 
 /// The API's state and the registration engine, ready to run.
@@ -273,13 +289,7 @@ async fn prepare_api(config: &Config, transports: &Transports) -> Result<Prepare
         config.crypto.production,
     )?;
     let reg_config = reg_config(config, transports)?;
-    let upstream = match &config.reg.upstream {
-        Some(u) => Some(resolve_upstream(u).await?),
-        None => {
-            info!("no [reg] upstream: devices register with their proxy or domain when it is an IP address");
-            None
-        }
-    };
+    let upstreams = upstreams(config).await?;
     let store = crate::store::open(config.store.url.as_deref(), &config.data_dir).await?;
     let batcher = WriteBatcher::spawn(
         store.clone(),
@@ -312,14 +322,8 @@ async fn prepare_api(config: &Config, transports: &Transports) -> Result<Prepare
         Arc::new(registrar),
         config.api.clone(),
     );
-    let mut reg = RegDriver::new(
-        reg_config,
-        table,
-        batcher,
-        secrets,
-        Box::new(StaticUpstream::new(upstream)),
-    )
-    .map_err(|e| StartError::Reg(e.to_string()))?;
+    let mut reg = RegDriver::new(reg_config, table, batcher, secrets, upstreams)
+        .map_err(|e| StartError::Reg(e.to_string()))?;
     reg.reserve(restored);
     if restored > 0 {
         info!(
@@ -361,6 +365,34 @@ fn reg_config(config: &Config, transports: &Transports) -> Result<RegConfig, Sta
     reg.pace_burst = config.reg.pace_burst;
     reg.user_agent = Some(concat!("Vigil/", env!("CARGO_PKG_VERSION")).to_owned());
     Ok(reg)
+}
+
+/// Upstream selection: the configured `[reg] upstream`, else RFC 3263 over `[reg]
+/// dns_servers` (or the system's), else only IP-literal domains and proxies.
+async fn upstreams(config: &Config) -> Result<Box<dyn Upstreams>, StartError> {
+    let reg = &config.reg;
+    if let Some(u) = &reg.upstream {
+        let fixed = StaticUpstream::new(Some(resolve_upstream(u).await?))
+            .with_tls_name(reg.upstream_tls_name.as_deref());
+        return Ok(Box::new(fixed));
+    }
+    let resolver_config = UpstreamResolverConfig {
+        name_servers: reg.dns_servers.clone(),
+        ..UpstreamResolverConfig::default()
+    };
+    match UpstreamResolver::new(resolver_config, rand::random()) {
+        Ok(resolver) => {
+            info!("no [reg] upstream: devices' domains and proxies are located by RFC 3263");
+            Ok(Box::new(ResolvingUpstreams::new(
+                Arc::new(resolver),
+                Duration::from_secs(reg.upstream_down_secs),
+            )))
+        }
+        Err(error) => {
+            warn!(%error, "no DNS resolver: only devices whose proxy or domain is an IP address can register");
+            Ok(Box::new(StaticUpstream::new(None)))
+        }
+    }
 }
 
 /// `[reg] upstream` to an address, looked up once at start-up when it is a name.

@@ -9,15 +9,18 @@
 //! An outbound proxy, per binding or configured for the whole gateway, takes precedence over
 //! the account's domain and is located the same way.
 //!
-//! Plugging it in: before `add_binding`/`update_binding`, the engine's driver calls
-//! [`UpstreamResolver::resolve_upstream`] with the device's domain, outbound proxy and
-//! transport, uses [`TargetSet::current`] as `BindingConfig::upstream`, and on a timeout,
-//! transport error or 503 calls [`TargetSet::handle_failure`] and updates the binding with
-//! the next target.
+//! [`ResolvingUpstreams`] plugs this into the registration engine's driver through the
+//! [`Upstreams`] seam, without ever blocking the driver: a lookup runs in a spawned task and
+//! its result comes back on a channel (the driver is woken through a [`Notify`]). One lookup
+//! serves every binding of the same domain (or proxy) and transport; bindings wait for it
+//! ([`Selection::Pending`]) and are started when it arrives. A failed lookup is retried with
+//! exponential backoff, per name, on one [`Timers`] structure. A set whose TTL passed keeps
+//! serving while it is refreshed in the background. A target that timed out, failed or
+//! answered 503 is marked down for a while, so every binding skips it (RFC 3263 §4.3).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
@@ -25,10 +28,15 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
+use tracing::debug;
 use vigil_proto::resolve::{self as core, Answer, Naptr, Query, Resolution, SipTarget, Srv};
 use vigil_proto::rng::CoreRng;
-use vigil_proto::txn::Transport;
+use vigil_proto::timer::Timers;
+use vigil_proto::txn::{Peer, Transport};
+
+use crate::regdriver::{Failover, Route, Selection, UpstreamKey, UpstreamTarget, Upstreams};
 
 pub use vigil_proto::resolve::{Failure, TargetSet};
 
@@ -315,5 +323,306 @@ async fn lookup(dns: &TokioResolver, query: &Query) -> Answer {
                 })
                 .collect(),
         ),
+    }
+}
+
+/// First pause before a failed lookup is asked again; doubles per failure.
+const LOOKUP_RETRY_BASE: Duration = Duration::from_secs(2);
+/// Longest pause between lookups of a name that keeps failing.
+const LOOKUP_RETRY_CAP: Duration = Duration::from_secs(300);
+/// Down marks kept before expired ones are swept.
+const MAX_DOWN_MARKS: usize = 4096;
+
+/// What one upstream name is known to resolve to.
+#[derive(Debug)]
+struct Entry {
+    host: String,
+    port: Option<u16>,
+    transport: Option<Transport>,
+    /// The last good set (kept past its TTL while a refresh runs or fails).
+    set: Option<TargetSet>,
+    resolving: bool,
+    /// Consecutive failed lookups.
+    failures: u32,
+    /// The last failure and when the name is asked again.
+    error: Option<(ResolveError, Instant)>,
+}
+
+/// A lookup's outcome, sent back from its task.
+type Done = (UpstreamKey, Result<TargetSet, ResolveError>);
+
+/// [`Upstreams`] by RFC 3263; see the module documentation.
+pub struct ResolvingUpstreams {
+    resolver: Arc<UpstreamResolver>,
+    entries: HashMap<UpstreamKey, Entry>,
+    /// Retry deadlines of failed lookups, one per name at most.
+    retries: Timers<UpstreamKey>,
+    /// Targets that failed, and until when every binding skips them.
+    down: HashMap<Peer, Instant>,
+    down_for: Duration,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Names whose lookup finished, for [`Upstreams::poll_resolved`].
+    resolved: VecDeque<UpstreamKey>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for ResolvingUpstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvingUpstreams")
+            .field("names", &self.entries.len())
+            .field("down", &self.down.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvingUpstreams {
+    /// Selection over `resolver`; a failed target is skipped for `down_for`.
+    pub fn new(resolver: Arc<UpstreamResolver>, down_for: Duration) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            resolver,
+            entries: HashMap::new(),
+            retries: Timers::new(),
+            down: HashMap::new(),
+            down_for,
+            done_tx,
+            done_rx,
+            resolved: VecDeque::new(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The name and transport `target` resolves through: its own proxy, else the gateway's
+    /// configured proxy, else its domain.
+    fn name_of<'a>(&'a self, target: &UpstreamTarget<'a>) -> (&'a str, Option<Transport>) {
+        let transport = target.transport_explicit.then_some(target.transport);
+        match (target.proxy, &self.resolver.config.outbound_proxy) {
+            (Some(p), _) => (p, transport),
+            (None, Some(p)) => (
+                p.as_str(),
+                self.resolver.config.outbound_proxy_transport.or(transport),
+            ),
+            (None, None) => (target.domain, transport),
+        }
+    }
+
+    fn is_down(&self, peer: &Peer, now: Instant) -> bool {
+        self.down.get(peer).is_some_and(|&until| until > now)
+    }
+
+    fn route(key: &UpstreamKey, peer: Peer) -> Route {
+        Route {
+            peer,
+            tls_name: Some(Arc::clone(&key.host)),
+        }
+    }
+
+    /// Starts a lookup of `key` in a task; its result arrives through `done_rx`.
+    fn spawn(&mut self, key: &UpstreamKey, now: Instant) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Only outside a runtime (a unit test): fail the lookup like a DNS failure.
+            let _ = self.done_tx.send((
+                key.clone(),
+                Err(ResolveError::Setup {
+                    reason: "no async runtime".to_owned(),
+                }),
+            ));
+            entry.resolving = true;
+            return;
+        };
+        entry.resolving = true;
+        let (host, port, transport) = (entry.host.clone(), entry.port, entry.transport);
+        let resolver = Arc::clone(&self.resolver);
+        let (tx, wake, key) = (self.done_tx.clone(), Arc::clone(&self.wake), key.clone());
+        debug!(transport = ?transport, "resolving an upstream");
+        runtime.spawn(async move {
+            let result = resolver.resolve(&host, port, transport, false, now).await;
+            // The driver is gone only at shutdown.
+            let _ = tx.send((key, result));
+            wake.notify_one();
+        });
+    }
+
+    /// Applies a finished lookup.
+    fn finish(&mut self, now: Instant, key: UpstreamKey, result: Result<TargetSet, ResolveError>) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        entry.resolving = false;
+        match result {
+            Ok(set) => {
+                entry.set = Some(set);
+                entry.failures = 0;
+                entry.error = None;
+            }
+            Err(error) => {
+                entry.failures = entry.failures.saturating_add(1);
+                let pause = LOOKUP_RETRY_BASE
+                    .saturating_mul(1u32 << (entry.failures - 1).min(16))
+                    .min(LOOKUP_RETRY_CAP);
+                let at = now + pause;
+                debug!(%error, failures = entry.failures, "upstream lookup failed");
+                entry.error = Some((error, at));
+                self.retries.insert(at, key.clone());
+            }
+        }
+        self.resolved.push_back(key);
+    }
+}
+
+impl Upstreams for ResolvingUpstreams {
+    fn select(&mut self, now: Instant, target: &UpstreamTarget<'_>) -> Selection {
+        let (name, transport) = self.name_of(target);
+        let Ok((host, port)) = SipTarget::parse_host_port(name) else {
+            return Selection::Unreachable;
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            // RFC 3263 §4.2: a numeric host is used as is; its certificate names the address.
+            let t = transport.unwrap_or(target.transport);
+            let port = port.unwrap_or(if t == Transport::Tls {
+                core::SIPS_PORT
+            } else {
+                core::SIP_PORT
+            });
+            return Selection::Ready(Route {
+                peer: Peer {
+                    transport: t,
+                    addr: SocketAddr::new(ip, port),
+                },
+                tls_name: None,
+            });
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let key = UpstreamKey {
+            host: Arc::from(host.as_str()),
+            port,
+            transport,
+        };
+        if !self.entries.contains_key(&key) {
+            if self.entries.len() >= self.resolver.config.max_cached {
+                // Names no binding waits for and nothing good is known about.
+                self.entries.retain(|_, e| e.resolving || e.set.is_some());
+            }
+            self.entries.insert(
+                key.clone(),
+                Entry {
+                    host,
+                    port,
+                    transport,
+                    set: None,
+                    resolving: false,
+                    failures: 0,
+                    error: None,
+                },
+            );
+        }
+        let entry = &self.entries[&key];
+        let may_ask = !entry.resolving && entry.error.as_ref().is_none_or(|(_, at)| *at <= now);
+        let Some(set) = &entry.set else {
+            if let Some((error, at)) = &entry.error {
+                if !may_ask {
+                    return Selection::Failed {
+                        key,
+                        error: error.clone(),
+                        retry_at: *at,
+                    };
+                }
+            }
+            if may_ask {
+                self.spawn(&key, now);
+            }
+            return Selection::Pending(key);
+        };
+        let stale = set.is_expired(now);
+        let peer = set
+            .targets()
+            .iter()
+            .find(|p| !self.is_down(p, now))
+            .or(set.targets().first())
+            .copied();
+        if stale && may_ask {
+            self.spawn(&key, now);
+        }
+        match peer {
+            Some(peer) => Selection::Ready(Self::route(&key, peer)),
+            None => Selection::Unreachable,
+        }
+    }
+
+    fn handle_failure(
+        &mut self,
+        now: Instant,
+        target: &UpstreamTarget<'_>,
+        failed: Peer,
+        why: Failure,
+    ) -> Failover {
+        if self.down.len() >= MAX_DOWN_MARKS {
+            self.down.retain(|_, until| *until > now);
+        }
+        self.down.insert(failed, now + self.down_for);
+        let (name, transport) = self.name_of(target);
+        let Ok((host, port)) = SipTarget::parse_host_port(name) else {
+            return Failover::Stay;
+        };
+        let key = UpstreamKey {
+            host: Arc::from(host.trim_end_matches('.').to_ascii_lowercase().as_str()),
+            port,
+            transport,
+        };
+        let Some(set) = self.entries.get(&key).and_then(|e| e.set.as_ref()) else {
+            return Failover::Stay;
+        };
+        let targets = set.targets();
+        let n = targets.len();
+        // Continue after the failed target (from the start if the set changed since),
+        // wrapping round so that a target marked down earlier and up again is found.
+        let start = targets
+            .iter()
+            .position(|p| *p == failed)
+            .map_or(0, |i| i + 1);
+        let candidates = (0..n).map(|i| targets[(start + i) % n]);
+        let mut next_in_turn = None;
+        for peer in candidates {
+            if peer == failed {
+                continue;
+            }
+            next_in_turn.get_or_insert(peer);
+            if !self.is_down(&peer, now) {
+                debug!(?why, "upstream failed: moving to the next target");
+                return Failover::Next(Self::route(&key, peer));
+            }
+        }
+        match next_in_turn {
+            Some(peer) => Failover::Exhausted(Self::route(&key, peer)),
+            None => Failover::Stay,
+        }
+    }
+
+    fn poll_resolved(&mut self, now: Instant) -> Option<UpstreamKey> {
+        while let Ok((key, result)) = self.done_rx.try_recv() {
+            self.finish(now, key, result);
+        }
+        self.resolved.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.retries.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, _, key)) = self.retries.pop_expired(now) {
+            if self.entries.get(&key).is_some_and(|e| !e.resolving) {
+                self.spawn(&key, now);
+            }
+        }
+    }
+
+    fn waker(&self) -> Option<Arc<Notify>> {
+        Some(Arc::clone(&self.wake))
     }
 }

@@ -154,6 +154,52 @@ async fn crud_round_trip(store: Arc<dyn Store>) {
     assert_eq!(store.get("dev-d").await.unwrap(), None, "batch is atomic");
 }
 
+/// Upserts in one batch go out as multi-row statements: the same device twice (the later
+/// write wins), other writes between them (order kept), and more rows than one statement
+/// takes.
+async fn upsert_runs_keep_write_order(store: Arc<dyn Store>) {
+    let secrets = SecretBox::from_key(&[4; 32]);
+    let a = record(&secrets, "dev-a");
+    let mut a2 = a.clone();
+    a2.domain = "second.example.com".into();
+    let mut a3 = a.clone();
+    a3.domain = "third.example.com".into();
+    let b = record(&secrets, "dev-b");
+    let mut ops = vec![
+        WriteOp::Upsert(Box::new(a.clone())),
+        WriteOp::Upsert(Box::new(b.clone())),
+        WriteOp::Upsert(Box::new(a2.clone())),
+        WriteOp::Delete {
+            device_id: "dev-b".into(),
+        },
+        WriteOp::SetState {
+            device_id: "dev-a".into(),
+            state: "registered",
+            last_status: 200,
+        },
+    ];
+    // 1,200 more: three statements' worth.
+    let many: Vec<DeviceRecord> = (0..1200)
+        .map(|i| record(&secrets, &format!("bulk-{i:04}")))
+        .collect();
+    ops.extend(many.iter().map(|r| WriteOp::Upsert(Box::new(r.clone()))));
+    ops.push(WriteOp::Upsert(Box::new(a3.clone())));
+    store.apply(&ops).await.unwrap();
+
+    assert_eq!(store.count().await.unwrap(), 1 + 1200);
+    assert_eq!(
+        store.get("dev-b").await.unwrap(),
+        None,
+        "the delete came after"
+    );
+    let got_a = store.get("dev-a").await.unwrap().unwrap();
+    assert_eq!(got_a, a3, "the last upsert of dev-a won, state included");
+    assert_eq!(
+        store.get("bulk-0777").await.unwrap().as_ref(),
+        Some(&many[777])
+    );
+}
+
 async fn batching_groups_concurrent_writes(store: Arc<dyn Store>, n: usize) {
     let secrets = SecretBox::from_key(&[6; 32]);
     let batcher = WriteBatcher::spawn(store.clone(), BatchConfig::default());
@@ -206,6 +252,12 @@ async fn sqlite_crud_round_trip() {
     crud_round_trip(Arc::new(store)).await;
 }
 
+#[tokio::test]
+async fn sqlite_upsert_runs_keep_write_order() {
+    let (_dir, store) = sqlite().await;
+    upsert_runs_keep_write_order(Arc::new(store)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_batching_groups_concurrent_writes() {
     let (_dir, store) = sqlite().await;
@@ -242,6 +294,14 @@ async fn sqlite_secrets_are_sealed_at_rest() {
 async fn postgres_crud_round_trip() {
     let (fx, store) = PgFixture::new().await;
     crud_round_trip(Arc::new(store.clone())).await;
+    store.close().await;
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_upsert_runs_keep_write_order() {
+    let (fx, store) = PgFixture::new().await;
+    upsert_runs_keep_write_order(Arc::new(store.clone())).await;
     store.close().await;
     fx.drop_schema().await;
 }

@@ -13,7 +13,7 @@ use vigil_proto::msg::{HeaderName, Message, Method, RequestBuilder};
 use vigil_proto::reg::{
     BindingError, BindingField, BindingId, BindingPhase, FailReason, RegEvent, RetryCause,
 };
-use vigil_proto::txn::Transport;
+use vigil_proto::txn::{Peer, Transport};
 
 const B: BindingId = BindingId(1);
 
@@ -765,4 +765,66 @@ fn a_changed_contact_token_removes_the_old_contact_upstream() {
     let last = h.registers().pop().unwrap().1;
     assert_eq!(last.header_lines(HeaderName::Contact).count(), 1);
     assert!(h.registrar.bound.is_empty());
+}
+
+#[test]
+fn move_upstream_fails_over_at_once_and_keeps_the_attempt_count() {
+    let mut h = Harness::new(config(), |e| {
+        let mut r = Registrar::new(e, 17);
+        r.drop = 1;
+        r
+    });
+    let first = upstream(Transport::Tcp);
+    let second = Peer::tcp("192.0.2.99:5060".parse().unwrap());
+    let mut cfg = binding(1, 3600);
+    cfg.upstream = first;
+    h.add(1, cfg);
+    h.run_for(Duration::from_millis(100));
+    h.engine.handle_transport_error(h.now, first);
+    h.drain();
+    let Some((
+        _,
+        RegEvent::Retrying {
+            attempt: 1,
+            next_attempt_at,
+            ..
+        },
+    )) = h.events.last().cloned()
+    else {
+        panic!("{:?}", h.events.last())
+    };
+    assert_eq!(h.engine.upstream(B), Some(first));
+    let sent_before = h.sent.len();
+    // Same peer: nothing to do.
+    assert!(!h.engine.move_upstream(h.now, B, first, true).unwrap());
+    assert!(h.engine.move_upstream(h.now, B, second, true).unwrap());
+    h.drain();
+    assert_eq!(h.engine.upstream(B), Some(second));
+    let sent = &h.sent[sent_before..];
+    assert_eq!(sent.len(), 1, "the failover REGISTER goes at once");
+    assert_eq!(sent[0].1, second);
+    assert!(sent[0].0 < next_attempt_at, "before the backoff timer");
+    // The attempt count survives: a second failure is attempt 2.
+    h.engine.handle_transport_error(h.now, second);
+    h.drain();
+    assert!(
+        matches!(
+            h.events.last(),
+            Some((_, RegEvent::Retrying { attempt: 2, .. }))
+        ),
+        "{:?}",
+        h.events.last()
+    );
+    // Without `at_once` the binding waits for its timer, then goes to the new peer.
+    let sent_before = h.sent.len();
+    assert!(h.engine.move_upstream(h.now, B, first, false).unwrap());
+    h.drain();
+    assert_eq!(h.sent.len(), sent_before, "nothing before the backoff");
+    assert!(h.engine.status(B).unwrap().next_at.is_some());
+    h.run_for(secs(5));
+    assert_eq!(h.sent[sent_before].1, first);
+    assert_eq!(
+        h.engine.move_upstream(h.now, BindingId(99), first, true),
+        Err(BindingError::Unknown)
+    );
 }

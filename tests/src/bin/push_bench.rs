@@ -36,14 +36,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use vigil_gateway::push::apns::apns_id;
 use vigil_gateway::push::{
     ApnsAuth, ApnsClient, ApnsConfig, PushClient, PushDispatcher, Roots, Secret, TransmitObserver,
 };
 use vigil_proto::push::payload::build_apns;
 use vigil_proto::push::{
-    ApnsRequest, CredentialId, DispatchConfig, Outcome, PushEvent, PushRequest, Target,
+    ApnsRequest, CredentialId, DeviceToken, DispatchConfig, Outcome, PushEvent, PushId,
+    PushRequest, Target,
 };
+use vigil_tests::procstat::{cpu_times, loadavg};
 use vigil_tests::push::{apns_token, call, BUNDLE};
+
+/// Distinct device tokens the throughput run cycles through.
+const TOKENS: u64 = 1000;
 
 /// Command-line settings.
 #[derive(Debug, Clone)]
@@ -108,29 +114,6 @@ fn usage(msg: &str) -> ! {
         "push_bench: {msg}\nsee the module documentation (tests/src/bin/push_bench.rs) for flags"
     );
     std::process::exit(2)
-}
-
-/// User + system CPU time of a process (`self` or a pid), and of its reaped children.
-fn cpu_times(pid: &str) -> (Duration, Duration) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime is field 14 of the whole line.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let tick = |n: u64| Duration::from_millis(n * 10); // USER_HZ = 100 on Linux
-    let field = |i: usize| f.get(i).copied().unwrap_or(0);
-    (
-        tick(field(11) + field(12)), // utime + stime
-        tick(field(13) + field(14)), // cutime + cstime
-    )
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// The mock APNs child process and what its output said.
@@ -290,11 +273,15 @@ async fn vigil_run(
     mock: &Mock,
 ) -> Run {
     let next = Arc::new(AtomicU64::new(0));
+    // The device tokens exist before a push is sent (the dispatcher takes them from the
+    // binding), so making them is not part of the measured sending.
+    let tokens: Arc<[DeviceToken]> = (0..TOKENS).map(apns_token).collect();
     let (cpu0, mock0) = (cpu_times("self").0, mock.cpu());
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, req, next) = (Arc::clone(client), Arc::clone(req), Arc::clone(&next));
+        let tokens = Arc::clone(&tokens);
         tasks.push(tokio::spawn(async move {
             let mut ok = 0u64;
             loop {
@@ -302,10 +289,11 @@ async fn vigil_run(
                 if i >= n {
                     return ok;
                 }
-                let id = format!("00000000-0000-4000-8000-{:012x}", base + i);
+                // A unique apns-id per push, made as the dispatcher makes it.
+                let id = apns_id(0, PushId(base + i));
                 let deadline = Instant::now() + Duration::from_secs(30);
-                let token = apns_token(i % 1000);
-                if client.send(&token, &req, &id, deadline).await == Outcome::Accepted {
+                let token = &tokens[(i % TOKENS) as usize];
+                if client.send(token, &req, &id, deadline).await == Outcome::Accepted {
                     ok += 1;
                 }
             }

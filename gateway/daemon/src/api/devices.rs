@@ -173,6 +173,7 @@ pub async fn get_device(
         reason: s.reason.describe().filter(|_| failing).map(str::to_owned),
         last_put_at: rfc3339(b.last_put_ms()),
         idle_expires_at: rfc3339(b.last_put_ms() + st.idle_expiry_ms()),
+        push_active: b.has_push_token(),
     }))
 }
 

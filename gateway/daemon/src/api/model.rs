@@ -152,6 +152,15 @@ pub struct DeviceStatusDoc {
     pub last_put_at: String,
     /// When the device will be forgotten unless PUT again (RFC 3339).
     pub idle_expires_at: String,
+    /// `false` once the push provider reported the device's (VoIP or FCM) push token dead
+    /// (APNs 410, FCM UNREGISTERED): the token was dropped and nothing is pushed until a PUT
+    /// brings a new one.
+    #[serde(default = "yes")]
+    pub push_active: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Every error answer.

@@ -29,6 +29,9 @@ pub struct ApiListener {
     handshake_timeout: Duration,
 }
 
+/// Streams a connection may make the server reset before it is closed (see `serve`).
+const LOCAL_RESET_CAP: usize = 1 << 16;
+
 impl std::fmt::Debug for ApiListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiListener")
@@ -90,7 +93,16 @@ impl ApiListener {
                     req.extensions_mut().insert(ClientAddr(peer));
                     req.map(axum::body::Body::new)
                 });
-                let builder = auto::Builder::new(TokioExecutor::new());
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // h2 ends a connection with GOAWAY `too_many_internal_resets` after 1,024
+                // streams it reset itself over the connection's whole life, and since h2
+                // 0.4.11 it counts resets of ordinary, completed requests (hyperium/h2#856):
+                // a provisioning client on one HTTP/2 connection was cut off after some
+                // 60,000 PUTs. The per-client rate limit bounds how fast a client can make
+                // us reset streams, so the cap only needs to stop a runaway connection.
+                builder
+                    .http2()
+                    .max_local_error_reset_streams(LOCAL_RESET_CAP);
                 let conn =
                     builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 tokio::pin!(conn);

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use vigil_proto::push::classify::{classify_apns, parse_retry_after, Verdict};
 use vigil_proto::push::{
     ApnsRequest, DeviceToken, Expiration, ExpiredDecision, FailReason, Outcome,
@@ -241,7 +242,12 @@ impl ApnsClient {
         {
             h.insert(COLLAPSE_ID, v);
         }
-        if let Ok(v) = HeaderValue::from_str(apns_id) {
+        if let Ok(mut v) = HeaderValue::from_str(apns_id) {
+            // Unique per push: HPACK-indexing it would only evict the entries that repeat
+            // (topic, push type, priority) and make the encoder compare it against every
+            // earlier apns-id still in the table. Sensitive values are sent as literals
+            // and never enter the table.
+            v.set_sensitive(true);
             h.insert(APNS_ID, v);
         }
         h.insert(
@@ -288,17 +294,24 @@ impl ApnsClient {
                     return Outcome::Fail(FailReason::Credentials);
                 }
             };
-            let headers = self.headers(req, apns_id, auth.as_ref().map(|a| &a.0));
+            // Built per attempt inside the pool: the headers move into the connection
+            // instead of being built here and copied there.
+            let build = |authority: &Authority| {
+                let uri = Uri::builder()
+                    .scheme(Scheme::HTTPS)
+                    .authority(authority.clone())
+                    .path_and_query(path.as_str())
+                    .build()
+                    .ok()?;
+                let mut r = Request::new(());
+                *r.method_mut() = Method::POST;
+                *r.uri_mut() = uri;
+                *r.headers_mut() = self.headers(req, apns_id, auth.as_ref().map(|a| &a.0));
+                Some(r)
+            };
             let resp = match self
                 .pool
-                .request_observed(
-                    Method::POST,
-                    &path,
-                    &headers,
-                    body.clone(),
-                    deadline,
-                    handed_off,
-                )
+                .send(&build, body.clone(), deadline, handed_off)
                 .await
             {
                 Ok(r) => r,

@@ -14,9 +14,12 @@
 //! have been processed (connection lost after it was written) is reported as
 //! [`RequestError::Lost`] and left to the dispatcher's retry policy.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -219,7 +222,12 @@ impl H2Pool {
         let flag = Arc::clone(&alive);
         tokio::spawn(async move {
             // Runs until GOAWAY completes or the socket dies; then the slot reconnects.
-            if let Err(e) = connection.await {
+            if let Err(e) = (YieldFirst {
+                inner: connection,
+                yielded: false,
+            })
+            .await
+            {
                 tracing::debug!(error = %e, "push connection ended");
             }
             flag.store(false, Ordering::Release);
@@ -260,7 +268,29 @@ impl H2Pool {
             .path_and_query(path)
             .build()
             .map_err(|_| RequestError::Unprocessed)?;
-        let fut = self.request_inner(method, uri, headers, body, handed_off);
+        let build = |_: &Authority| {
+            let mut req = Request::new(());
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri.clone();
+            *req.headers_mut() = headers.clone();
+            Some(req)
+        };
+        self.send(&build, body, deadline, handed_off).await
+    }
+
+    /// Sends the request `build` makes (from the pool's `:authority`) with `body`, waiting
+    /// for the full response until `deadline`; `handed_off` as in
+    /// [`H2Pool::request_observed`]. `build` runs once per attempt, so the common single
+    /// attempt moves its headers into the connection instead of copying them, and a resend
+    /// after GOAWAY gets its own. `None` from `build` is reported as unprocessed.
+    pub async fn send(
+        &self,
+        build: &(dyn Fn(&Authority) -> Option<Request<()>> + Sync),
+        body: Bytes,
+        deadline: Instant,
+        handed_off: &(dyn Fn() + Sync),
+    ) -> Result<Response, RequestError> {
+        let fut = self.request_inner(build, body, handed_off);
         match tokio::time::timeout_at(deadline.into(), fut).await {
             Ok(r) => r,
             Err(_) => Err(RequestError::Timeout),
@@ -269,9 +299,7 @@ impl H2Pool {
 
     async fn request_inner(
         &self,
-        method: Method,
-        uri: Uri,
-        headers: &HeaderMap,
+        build: &(dyn Fn(&Authority) -> Option<Request<()>> + Sync),
         body: Bytes,
         handed_off: &(dyn Fn() + Sync),
     ) -> Result<Response, RequestError> {
@@ -284,10 +312,6 @@ impl H2Pool {
                 tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
                 continue;
             };
-            let mut req = Request::new(());
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = uri.clone();
-            *req.headers_mut() = headers.clone();
             let mut send = match conn.send.ready().await {
                 Ok(s) => s,
                 Err(_) => {
@@ -296,6 +320,7 @@ impl H2Pool {
                     continue;
                 }
             };
+            let req = build(&self.inner.authority).ok_or(RequestError::Unprocessed)?;
             let (resp, mut stream) = match send.send_request(req, body.is_empty()) {
                 Ok(x) => x,
                 Err(_) => {
@@ -323,6 +348,36 @@ impl H2Pool {
             }
         }
         Err(RequestError::Unprocessed)
+    }
+}
+
+/// Drives a connection, going to the back of the run queue once each time it is woken
+/// before polling it.
+///
+/// Every request wakes the connection's task. On tokio's multi-thread runtime a task woken
+/// by another task runs next (the LIFO slot), so without this each request would be encoded
+/// and written alone: one TLS record, one `writev` and one wake-up of the server per push.
+/// Letting the request tasks that are already runnable go first means the connection finds
+/// all of their requests queued and writes them together, as h2load does, at the cost of
+/// one extra (cheap) poll per wake-up.
+struct YieldFirst<F> {
+    inner: F,
+    yielded: bool,
+}
+
+impl<F: Future + Unpin> Future for YieldFirst<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.yielded {
+            self.yielded = true;
+            // A task that wakes itself while running is rescheduled behind the tasks
+            // already queued (tokio treats it as a yield, never as a LIFO-slot wake).
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        Pin::new(&mut self.inner).poll(cx)
     }
 }
 

@@ -14,6 +14,8 @@
 //! - [`dispatch`]: per-credential workers fed from the core [`Dispatcher`], outcome events out.
 //! - [`config`], [`service`]: the `[push]` settings and the [`PushService`] the daemon starts
 //!   from them (clients, dispatcher, wake server; dead-token events out).
+//! - [`dead_token`]: drops a token the provider reported dead from the device bindings and
+//!   the store.
 //!
 //! Secrets (keys, provider and access tokens, wake tokens) are kept in types whose `Debug`
 //! redacts them and are never logged.
@@ -24,6 +26,7 @@
 
 pub mod apns;
 pub mod config;
+pub mod dead_token;
 pub mod dispatch;
 pub mod fcm;
 pub mod h2pool;

@@ -35,6 +35,10 @@ pub enum WakeError {
     /// The connection is gone.
     #[error("connection closed")]
     Closed,
+    /// The server stopped the stream before the acknowledgement arrived (it had already
+    /// given up on that wake-up).
+    #[error("acknowledgement refused by the server")]
+    Refused,
 }
 
 /// A received wake-up.
@@ -55,14 +59,24 @@ pub struct PendingWake {
 }
 
 impl PendingWake {
-    /// Acknowledges it to the server.
+    /// Acknowledges it to the server and returns once the server has received the ack.
+    ///
+    /// Writing and finishing the stream only queue the ack locally; it counts as delivered
+    /// when the server has acknowledged every byte of the stream (`stopped` yields `None`).
+    /// The server stopping the stream (it gave up on this wake) or the connection dying
+    /// first (up to the idle timeout when the server went silent) is an error, so a device
+    /// never believes an ack arrived that did not.
     pub async fn ack(mut self) -> Result<WakeMessage, WakeError> {
         self.send
             .write_all(&self.message.id.to_be_bytes())
             .await
             .map_err(|_| WakeError::Closed)?;
         self.send.finish().map_err(|_| WakeError::Closed)?;
-        Ok(self.message)
+        match self.send.stopped().await {
+            Ok(None) => Ok(self.message),
+            Ok(Some(_)) => Err(WakeError::Refused),
+            Err(_) => Err(WakeError::Closed),
+        }
     }
 }
 
@@ -74,15 +88,22 @@ pub struct WakeClient {
 
 /// A client endpoint (one UDP socket) trusting `roots`, usable for many devices.
 pub fn client_endpoint(roots: &Roots) -> Result<Endpoint, WakeError> {
+    client_endpoint_with(roots, Duration::from_secs(25), Duration::from_secs(90))
+}
+
+/// Like [`client_endpoint`] with its own keep-alive interval and idle timeout (the smaller
+/// of the two ends' idle timeouts applies to a connection).
+pub fn client_endpoint_with(
+    roots: &Roots,
+    keep_alive: Duration,
+    idle_timeout: Duration,
+) -> Result<Endpoint, WakeError> {
     let tls = client_config(roots, &[ALPN], None)?;
     let tls = Arc::try_unwrap(tls).unwrap_or_else(|a| (*a).clone());
     let crypto = QuicClientConfig::try_from(tls)
         .map_err(|_| ClientError::Credential("TLS config unusable for QUIC"))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config(
-        Duration::from_secs(25),
-        Duration::from_secs(90),
-    )));
+    cfg.transport_config(Arc::new(transport_config(keep_alive, idle_timeout)));
     let mut ep =
         Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).map_err(ClientError::Io)?;
     ep.set_default_client_config(cfg);

@@ -105,6 +105,16 @@ pub enum WriteOp {
         /// Last final status (0 if none).
         last_status: i64,
     },
+    /// A push token was reported dead: replace the sealed push tokens, unless the device
+    /// was PUT with another body meanwhile (its `body_hash` changed), whose tokens win.
+    SetPush {
+        /// The device.
+        device_id: String,
+        /// The body digest the new tokens were derived from.
+        body_hash: Vec<u8>,
+        /// The remaining push tokens, sealed (empty: none left).
+        push_enc: Vec<u8>,
+    },
     /// Forget the device.
     Delete {
         /// The device.

@@ -20,11 +20,12 @@ const COLUMNS: &str = "device_id, binding_id, contact_token, username, auth_user
     push_topic, push_env, app_id, app_version, expires, secret_hash, body_hash, last_put_ms, \
     state, last_status";
 
-const UPSERT: &str = "INSERT INTO devices (device_id, binding_id, contact_token, username, \
-    auth_username, password_enc, domain, outbound_proxy, transport, display_name, push_kind, \
-    push_enc, push_topic, push_env, app_id, app_version, expires, secret_hash, body_hash, \
-    last_put_ms, state, last_status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-    $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT (device_id) DO UPDATE SET \
+/// Rows per multi-row upsert: at 22 parameters a row this stays far below SQLite's 32,766
+/// and PostgreSQL's 65,535 parameters per statement.
+const UPSERT_ROWS: usize = 500;
+
+/// What an upsert does to a device that exists: every column takes the new value.
+const UPSERT_CONFLICT: &str = " ON CONFLICT (device_id) DO UPDATE SET \
     binding_id = excluded.binding_id, contact_token = excluded.contact_token, \
     username = excluded.username, auth_username = excluded.auth_username, \
     password_enc = excluded.password_enc, domain = excluded.domain, \
@@ -89,36 +90,60 @@ macro_rules! sql_store {
                     .begin()
                     .await
                     .map_err(e("beginning a transaction"))?;
-                for op in ops {
-                    match op {
-                        WriteOp::Upsert(d) => {
-                            sqlx::query(UPSERT)
-                                .bind(&d.device_id)
-                                .bind(d.binding_id)
-                                .bind(&d.contact_token)
-                                .bind(&d.username)
-                                .bind(&d.auth_username)
-                                .bind(&d.password_enc)
-                                .bind(&d.domain)
-                                .bind(&d.outbound_proxy)
-                                .bind(&d.transport)
-                                .bind(&d.display_name)
-                                .bind(&d.push_kind)
-                                .bind(&d.push_enc)
-                                .bind(&d.push_topic)
-                                .bind(&d.push_env)
-                                .bind(&d.app_id)
-                                .bind(&d.app_version)
-                                .bind(d.expires)
-                                .bind(&d.secret_hash)
-                                .bind(&d.body_hash)
-                                .bind(d.last_put_ms)
-                                .bind(&d.state)
-                                .bind(d.last_status)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(e("upserting a device"))?;
+                let mut i = 0;
+                while i < ops.len() {
+                    // A run of upserts goes in one multi-row statement: a batch of PUTs is a
+                    // few statements, not one round trip each. A device seen twice ends the
+                    // run (PostgreSQL refuses to upsert a row twice in one statement, and the
+                    // later write must win), so the order of writes is kept.
+                    if matches!(ops[i], WriteOp::Upsert(_)) {
+                        let mut run: Vec<&DeviceRecord> = Vec::new();
+                        let mut seen = std::collections::HashSet::new();
+                        while let Some(WriteOp::Upsert(d)) = ops.get(i) {
+                            if run.len() == UPSERT_ROWS || !seen.insert(d.device_id.as_str()) {
+                                break;
+                            }
+                            run.push(d);
+                            i += 1;
                         }
+                        let mut q = sqlx::QueryBuilder::<<$store as HasDb>::Db>::new(
+                            "INSERT INTO devices (",
+                        );
+                        q.push(COLUMNS).push(") ");
+                        q.push_values(run, |mut row, d| {
+                            row.push_bind(&d.device_id)
+                                .push_bind(d.binding_id)
+                                .push_bind(&d.contact_token)
+                                .push_bind(&d.username)
+                                .push_bind(&d.auth_username)
+                                .push_bind(&d.password_enc)
+                                .push_bind(&d.domain)
+                                .push_bind(&d.outbound_proxy)
+                                .push_bind(&d.transport)
+                                .push_bind(&d.display_name)
+                                .push_bind(&d.push_kind)
+                                .push_bind(&d.push_enc)
+                                .push_bind(&d.push_topic)
+                                .push_bind(&d.push_env)
+                                .push_bind(&d.app_id)
+                                .push_bind(&d.app_version)
+                                .push_bind(d.expires)
+                                .push_bind(&d.secret_hash)
+                                .push_bind(&d.body_hash)
+                                .push_bind(d.last_put_ms)
+                                .push_bind(&d.state)
+                                .push_bind(d.last_status);
+                        });
+                        q.push(UPSERT_CONFLICT);
+                        q.build()
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(e("upserting devices"))?;
+                        continue;
+                    }
+                    match &ops[i] {
+                        // Handled above.
+                        WriteOp::Upsert(_) => {}
                         WriteOp::Touch {
                             device_id,
                             last_put_ms,
@@ -146,6 +171,22 @@ macro_rules! sql_store {
                             .await
                             .map_err(e("updating a device's state"))?;
                         }
+                        WriteOp::SetPush {
+                            device_id,
+                            body_hash,
+                            push_enc,
+                        } => {
+                            sqlx::query(
+                                "UPDATE devices SET push_enc = $1 \
+                                 WHERE device_id = $2 AND body_hash = $3",
+                            )
+                            .bind(push_enc)
+                            .bind(device_id)
+                            .bind(body_hash)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(e("dropping a dead push token"))?;
+                        }
                         WriteOp::Delete { device_id } => {
                             sqlx::query("DELETE FROM devices WHERE device_id = $1")
                                 .bind(device_id)
@@ -154,6 +195,7 @@ macro_rules! sql_store {
                                 .map_err(e("deleting a device"))?;
                         }
                     }
+                    i += 1;
                 }
                 tx.commit().await.map_err(e("committing"))
             }

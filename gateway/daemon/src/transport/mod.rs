@@ -11,6 +11,14 @@
 //! `max_connections` connections; at most `max_message_size` + one read chunk buffered per
 //! connection; idle, handshake and write timeouts.
 //!
+//! A full write queue is [`SendFailure::QueueFull`], which the caller handles per message
+//! (the registration driver keeps the REGISTER and offers it again): it says nothing about
+//! the connection, so it must not fail the other transactions on it.
+//!
+//! Outgoing TLS verifies the peer's certificate against the name registered for that peer
+//! with [`Transports::set_tls_name`] (the SIP domain that was resolved to it, RFC 5922 §4),
+//! sent as SNI, and against its IP address when none is registered.
+//!
 //! Architecture invariant: transports make no protocol decision beyond framing and answering
 //! keep-alive pings; everything else is the core's.
 
@@ -18,10 +26,12 @@ mod stream;
 mod table;
 mod udp;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -91,6 +101,11 @@ pub enum SendFailure {
     Io(std::io::ErrorKind),
 }
 
+/// A TLS name that is neither a DNS name nor an IP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid TLS server name")]
+pub struct InvalidTlsName;
+
 /// Settings every connection task needs; copied out of [`SipConfig`] once.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -98,6 +113,8 @@ pub(crate) struct Limits {
     pub(crate) idle_timeout: std::time::Duration,
     pub(crate) handshake_timeout: std::time::Duration,
     pub(crate) write_timeout: std::time::Duration,
+    /// SO_SNDBUF of outgoing connections; 0: the kernel's.
+    pub(crate) send_buffer: u32,
 }
 
 /// Cancellation and task bookkeeping shared by every transport task.
@@ -135,6 +152,10 @@ pub(crate) struct Shared {
     pub(crate) has_tcp: bool,
     pub(crate) tls: Option<TlsContext>,
     pub(crate) conns: ConnTable,
+    /// The name each outgoing TLS peer's certificate must carry (RFC 5922 §4: the SIP
+    /// domain that was resolved to it), sent as SNI; peers without one are verified by
+    /// their IP address. Set by whoever chose the peer, before the first send to it.
+    pub(crate) tls_names: std::sync::Mutex<HashMap<Peer, ServerName<'static>>>,
     pub(crate) limits: Limits,
     pub(crate) inbound: mpsc::Sender<Inbound>,
     pub(crate) life: Lifecycle,
@@ -196,6 +217,7 @@ impl Transports {
             },
             udp,
             conns: ConnTable::new(config.max_connections),
+            tls_names: std::sync::Mutex::new(HashMap::new()),
             limits: Limits {
                 framer: FramerConfig {
                     max_message_size: config.max_message_size,
@@ -203,6 +225,7 @@ impl Transports {
                 idle_timeout: config.idle_timeout(),
                 handshake_timeout: config.tls_handshake_timeout(),
                 write_timeout: config.write_timeout(),
+                send_buffer: config.send_buffer_bytes,
             },
             inbound,
             life,
@@ -310,6 +333,26 @@ impl Transports {
             shared.life.tracker.spawn(task);
         }
         queue(&tx, bytes)
+    }
+
+    /// Verifies the certificate of future outgoing TLS connections to `peer` against
+    /// `name` (a DNS name, sent as SNI, or an IP address) instead of the peer's address.
+    /// A connection that is already open is kept: connections are shared per peer, so two
+    /// SIP domains served from one address share the verification of whichever dialled
+    /// first. Fails when `name` is neither a DNS name nor an IP address.
+    pub fn set_tls_name(&self, peer: Peer, name: &str) -> Result<(), InvalidTlsName> {
+        let name = ServerName::try_from(name.to_owned()).map_err(|_| InvalidTlsName)?;
+        let mut names = self
+            .shared
+            .tls_names
+            .lock()
+            // Every critical section is one map operation: a poisoned map is consistent.
+            .unwrap_or_else(|p| p.into_inner());
+        if names.get(&peer) != Some(&name) {
+            debug!(%peer, "TLS name set for peer");
+            names.insert(peer, name);
+        }
+        Ok(())
     }
 
     /// Drops every connection's write queue: each connection flushes what it holds and closes.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{sleep, timeout, Instant};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -25,6 +25,8 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// RFC 5626 §3.5.1: the answer to a double-CRLF ping.
 const PONG: &[u8] = b"\r\n";
+/// Queued messages are joined into one write up to about this many bytes.
+const COALESCE_MAX: usize = 64 * 1024;
 
 /// Why a connection ended (logged at debug level).
 #[derive(Debug)]
@@ -116,8 +118,17 @@ pub(super) async fn dial(
     shared: Arc<Shared>,
 ) {
     let _permit = permit;
+    let send_buffer = shared.limits.send_buffer;
     let connect = async {
-        let tcp = TcpStream::connect(peer.addr).await?;
+        let socket = if peer.addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if send_buffer > 0 {
+            socket.set_send_buffer_size(send_buffer)?;
+        }
+        let tcp = socket.connect(peer.addr).await?;
         let _ = tcp.set_nodelay(true);
         Ok::<_, std::io::Error>(tcp)
     };
@@ -140,9 +151,15 @@ pub(super) async fn dial(
         (None, _, _) => None,
         (Some(tcp), Transport::Tls, Some(tls)) => {
             let connector = TlsConnector::from(Arc::clone(&tls.client));
-            // Peers are addresses here; name-based verification needs the RFC 3263 target
-            // name, which the resolver will supply once outgoing routing exists.
-            let name = ServerName::IpAddress(peer.addr.ip().into());
+            // The name the peer's chooser registered (the resolved SIP domain, or a
+            // configured name), else the address itself.
+            let name = shared
+                .tls_names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&peer)
+                .cloned()
+                .unwrap_or_else(|| ServerName::IpAddress(peer.addr.ip().into()));
             match timeout(setup_time, connector.connect(name, tcp)).await {
                 Ok(Ok(stream)) => Some(serve(stream, peer, rx, &shared).await),
                 Ok(Err(e)) => {
@@ -196,7 +213,27 @@ where
             _ = life.shutdown.cancelled(), if reading => reading = false,
             out = rx.recv() => match out {
                 Some(bytes) => {
-                    if let Err(r) = write(&mut wr, &bytes, limits.write_timeout).await {
+                    // Messages queued behind this one go out in the same write: one
+                    // syscall (and one TLS flush) for a burst of REGISTERs on a shared
+                    // upstream connection instead of one each.
+                    // The joined buffer lives only for this write, so an idle connection
+                    // holds no burst-sized allocation.
+                    let joined;
+                    let mut out: &[u8] = &bytes;
+                    if let Ok(next) = rx.try_recv() {
+                        let mut j = Vec::with_capacity(4 * (bytes.len() + next.len()));
+                        j.extend_from_slice(&bytes);
+                        j.extend_from_slice(&next);
+                        while j.len() < COALESCE_MAX {
+                            match rx.try_recv() {
+                                Ok(more) => j.extend_from_slice(&more),
+                                Err(_) => break,
+                            }
+                        }
+                        joined = j;
+                        out = &joined;
+                    }
+                    if let Err(r) = write(&mut wr, out, limits.write_timeout).await {
                         break r;
                     }
                     idle.as_mut().reset(Instant::now() + limits.idle_timeout);

@@ -3,10 +3,11 @@
 //! [`Credentials`] is what a [`super::DigestClient`] produces and a [`super::DigestServer`]
 //! checks; both go through this one parser and printer, so the two sides agree on quoting.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::algorithm::{compute_response, ResponseInput};
-use super::params::{parse_items, AuthParam, ParamWriter, RawBody};
+use super::params::{AuthParam, ItemBody, Lexer, ParamWriter, MAX_ITEMS};
 use super::{Algorithm, AlgorithmParam, ParseError, Qop, Secret};
 
 /// A nonce-count (`nc`): how many requests the client has sent with one nonce.
@@ -62,24 +63,43 @@ pub struct Credentials {
 
 impl Credentials {
     /// Parses a header value holding one Digest credentials item.
+    ///
+    /// One pass over the value: parameters go straight from the lexer into their fields as
+    /// borrowed slices, and only the fields kept are copied out (one exact-size allocation
+    /// each). Errors are reported in the order a two-step parse (lex everything, then
+    /// interpret the one item) would find them.
     pub fn parse(value: &str) -> Result<Self, ParseError> {
-        let mut items = parse_items(value)?;
-        if items.len() > 1 {
+        let mut lx = Lexer::new(value);
+        let mut b = Builder::default();
+        let mut first = None;
+        let mut items = 0usize;
+        loop {
+            lx.skip_empty_elements();
+            if lx.at_end() {
+                break;
+            }
+            if items == MAX_ITEMS {
+                return Err(ParseError::TooManyParams);
+            }
+            if items == 0 {
+                first = Some(lx.item(&mut |name, v| b.add(name, v))?);
+            } else {
+                // Lexed only so that a malformed later item is reported as such.
+                lx.item(&mut |_, _| {})?;
+            }
+            items += 1;
+        }
+        let (scheme, body) = first.ok_or(ParseError::Empty)?;
+        if items > 1 {
             return Err(ParseError::TrailingItems);
         }
-        let item = items.pop().ok_or(ParseError::Empty)?;
-        if !item.scheme.eq_ignore_ascii_case("Digest") {
+        if !scheme.eq_ignore_ascii_case("Digest") {
             return Err(ParseError::UnsupportedScheme {
-                scheme: item.scheme,
+                scheme: scheme.to_owned(),
             });
         }
-        let params = match item.body {
-            RawBody::Params(p) => p,
-            RawBody::Token68(_) => return Err(ParseError::Token68NotAllowed),
-        };
-        let mut b = Builder::default();
-        for p in params {
-            b.add(p)?;
+        if let ItemBody::Token68(_) = body {
+            return Err(ParseError::Token68NotAllowed);
         }
         b.finish()
     }
@@ -130,21 +150,64 @@ impl Credentials {
     }
 }
 
+/// The fields of credentials being parsed, borrowed from the header value. `error` holds
+/// the first problem met, which [`Builder::finish`] reports once lexing has succeeded.
 #[derive(Default)]
-struct Builder {
-    username: Option<String>,
-    realm: Option<String>,
-    nonce: Option<String>,
-    uri: Option<String>,
-    response: Option<String>,
+struct Builder<'a> {
+    username: Option<Cow<'a, str>>,
+    realm: Option<Cow<'a, str>>,
+    nonce: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
+    response: Option<Cow<'a, str>>,
     algorithm: Option<AlgorithmParam>,
-    cnonce: Option<String>,
-    opaque: Option<String>,
-    qop: Option<String>,
+    cnonce: Option<Cow<'a, str>>,
+    opaque: Option<Cow<'a, str>>,
+    qop: Option<Cow<'a, str>>,
     nc: Option<NonceCount>,
     userhash: Option<bool>,
     params: Vec<AuthParam>,
+    error: Option<ParseError>,
 }
+
+/// A parameter name folded to one word for matching: its first eight bytes (zero-padded)
+/// with `0x20` set in each, plus its ninth byte likewise in the top bits (`algorithm` is the
+/// one known name longer than eight). For token characters, which is all a name can hold,
+/// setting `0x20` lowercases letters and turns no other character into a letter, so two
+/// names of equal length fold alike exactly when they are equal ignoring ASCII case.
+const fn folded(name: &str) -> u128 {
+    let b = name.as_bytes();
+    let mut w: u128 = 0;
+    let mut i = 0;
+    while i < b.len() && i < 9 {
+        w |= ((b[i] | 0x20) as u128) << (i * 8);
+        i += 1;
+    }
+    w
+}
+
+/// [`folded`] at run time: one copy and one OR instead of a loop.
+#[inline]
+fn folded_word(name: &str) -> u128 {
+    let b = name.as_bytes();
+    let n = b.len().min(9);
+    let mut buf = [0u8; 16];
+    buf[..n].copy_from_slice(&b[..n]);
+    // n <= 9, so the shift is at most 72 bits.
+    let mask = (1u128 << (n * 8)) - 1;
+    u128::from_le_bytes(buf) | (0x2020_2020_2020_2020_2020_2020_2020_2020 & mask)
+}
+
+const USERNAME: u128 = folded("username");
+const REALM: u128 = folded("realm");
+const NONCE: u128 = folded("nonce");
+const URI: u128 = folded("uri");
+const RESPONSE: u128 = folded("response");
+const ALGORITHM: u128 = folded("algorithm");
+const CNONCE: u128 = folded("cnonce");
+const OPAQUE: u128 = folded("opaque");
+const QOP: u128 = folded("qop");
+const NC: u128 = folded("nc");
+const USERHASH: u128 = folded("userhash");
 
 fn set<T>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), ParseError> {
     if slot.is_some() {
@@ -154,32 +217,44 @@ fn set<T>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), ParseErr
     Ok(())
 }
 
-impl Builder {
-    fn add(&mut self, p: AuthParam) -> Result<(), ParseError> {
-        let v = p.value;
-        match p.name.to_ascii_lowercase().as_str() {
-            "username" => set(&mut self.username, "username", v),
-            "realm" => set(&mut self.realm, "realm", v),
-            "nonce" => set(&mut self.nonce, "nonce", v),
-            "uri" => set(&mut self.uri, "uri", v),
-            "response" => set(&mut self.response, "response", v),
-            "algorithm" => set(&mut self.algorithm, "algorithm", AlgorithmParam::parse(&v)),
-            "cnonce" => set(&mut self.cnonce, "cnonce", v),
-            "opaque" => set(&mut self.opaque, "opaque", v),
-            "qop" => set(&mut self.qop, "qop", v),
-            "nc" => {
+fn owned(v: Option<Cow<'_, str>>) -> Option<String> {
+    v.map(Cow::into_owned)
+}
+
+impl<'a> Builder<'a> {
+    fn add(&mut self, name: &'a str, v: Cow<'a, str>) {
+        if self.error.is_none() {
+            if let Err(e) = self.set(name, v) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn set(&mut self, name: &'a str, v: Cow<'a, str>) -> Result<(), ParseError> {
+        // Names compare case-insensitively: as one folded word (see `folded`) and the length.
+        match (name.len(), folded_word(name)) {
+            (8, USERNAME) => set(&mut self.username, "username", v),
+            (5, REALM) => set(&mut self.realm, "realm", v),
+            (5, NONCE) => set(&mut self.nonce, "nonce", v),
+            (3, URI) => set(&mut self.uri, "uri", v),
+            (8, RESPONSE) => set(&mut self.response, "response", v),
+            (9, ALGORITHM) => set(&mut self.algorithm, "algorithm", AlgorithmParam::parse(&v)),
+            (6, CNONCE) => set(&mut self.cnonce, "cnonce", v),
+            (6, OPAQUE) => set(&mut self.opaque, "opaque", v),
+            (3, QOP) => set(&mut self.qop, "qop", v),
+            (2, NC) => {
                 let nc = NonceCount::parse(&v).ok_or(ParseError::InvalidParam("nc"))?;
                 set(&mut self.nc, "nc", nc)
             }
-            "userhash" => set(
+            (8, USERHASH) => set(
                 &mut self.userhash,
                 "userhash",
                 v.eq_ignore_ascii_case("true"),
             ),
             _ => {
                 self.params.push(AuthParam {
-                    name: p.name,
-                    value: v,
+                    name: name.to_owned(),
+                    value: v.into_owned(),
                 });
                 Ok(())
             }
@@ -187,6 +262,9 @@ impl Builder {
     }
 
     fn finish(self) -> Result<Credentials, ParseError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         // RFC 7616 §3.4: with qop, cnonce and nc MUST be present.
         if self.qop.is_some() {
             if self.cnonce.is_none() {
@@ -196,16 +274,22 @@ impl Builder {
                 return Err(ParseError::MissingParam("nc"));
             }
         }
+        // Check every required field before copying any of them out.
+        let username = self.username.ok_or(ParseError::MissingParam("username"))?;
+        let realm = self.realm.ok_or(ParseError::MissingParam("realm"))?;
+        let nonce = self.nonce.ok_or(ParseError::MissingParam("nonce"))?;
+        let uri = self.uri.ok_or(ParseError::MissingParam("uri"))?;
+        let response = self.response.ok_or(ParseError::MissingParam("response"))?;
         Ok(Credentials {
-            username: self.username.ok_or(ParseError::MissingParam("username"))?,
-            realm: self.realm.ok_or(ParseError::MissingParam("realm"))?,
-            nonce: self.nonce.ok_or(ParseError::MissingParam("nonce"))?,
-            uri: self.uri.ok_or(ParseError::MissingParam("uri"))?,
-            response: self.response.ok_or(ParseError::MissingParam("response"))?,
+            username: username.into_owned(),
+            realm: realm.into_owned(),
+            nonce: nonce.into_owned(),
+            uri: uri.into_owned(),
+            response: response.into_owned(),
             algorithm: self.algorithm,
-            cnonce: self.cnonce,
-            opaque: self.opaque,
-            qop: self.qop,
+            cnonce: owned(self.cnonce),
+            opaque: owned(self.opaque),
+            qop: owned(self.qop),
             nc: self.nc,
             userhash: self.userhash.unwrap_or(false),
             params: self.params,
@@ -269,6 +353,80 @@ mod tests {
         );
         assert!(printed.contains("algorithm=SHA-256"), "{printed}");
         assert_eq!(Credentials::parse(&printed).unwrap(), c);
+    }
+
+    /// The one-pass parser reports what the two-step parse (lex the whole value, then
+    /// interpret its one item) reported: lexing errors anywhere first, then the item count,
+    /// the scheme, and only then the parameters' meaning.
+    #[test]
+    fn error_precedence_matches_lex_then_interpret() {
+        let dup_then_lex_error = "Digest realm=a, realm=b, Other x=\"open";
+        assert_eq!(
+            Credentials::parse(dup_then_lex_error),
+            Err(ParseError::UnterminatedQuote { at: 33 })
+        );
+        assert_eq!(
+            Credentials::parse("Digest realm=a, realm=b, Other x=y"),
+            Err(ParseError::TrailingItems)
+        );
+        assert_eq!(
+            Credentials::parse("Basic realm=a, realm=b"),
+            Err(ParseError::UnsupportedScheme {
+                scheme: "Basic".into()
+            })
+        );
+        assert_eq!(
+            Credentials::parse("Digest abc=="),
+            Err(ParseError::Token68NotAllowed)
+        );
+        assert_eq!(
+            Credentials::parse("Digest nc=1, realm=a, realm=b"),
+            Err(ParseError::InvalidParam("nc")),
+            "the first interpretation error wins"
+        );
+        assert_eq!(
+            Credentials::parse("Digest REALM=a, Realm=b, username=u"),
+            Err(ParseError::DuplicateParam("realm"))
+        );
+        assert_eq!(Credentials::parse(" , ,"), Err(ParseError::Empty));
+        let many = format!("Digest {}", vec!["a=b"; 65].join(","));
+        assert_eq!(Credentials::parse(&many), Err(ParseError::TooManyParams));
+    }
+
+    #[test]
+    fn names_fold_alike_only_when_equal_ignoring_case() {
+        for name in [
+            "username",
+            "ALGORITHM",
+            "Nc",
+            "x",
+            "",
+            "algorithmX",
+            "user-name",
+        ] {
+            assert_eq!(folded_word(name), folded(name), "{name}");
+        }
+        assert_eq!(folded_word("UserName"), USERNAME);
+        assert_eq!(folded_word("aLgOrItHm"), ALGORITHM);
+        assert_ne!(folded_word("usernamf"), USERNAME);
+        assert_ne!(folded_word("user_ame"), USERNAME);
+    }
+
+    #[test]
+    fn quoted_pairs_and_unknown_params_are_kept() {
+        let c = Credentials::parse(
+            r#"Digest username="a\"b", realm="r", nonce="n", uri="sip:x", response="00", X-Ext="v\\w""#,
+        )
+        .unwrap();
+        assert_eq!(c.username, "a\"b");
+        assert_eq!(
+            c.params,
+            [AuthParam {
+                name: "X-Ext".into(),
+                value: "v\\w".into()
+            }]
+        );
+        assert_eq!(Credentials::parse(&c.to_string()).unwrap(), c);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! servers are known to deviate (unquoted values with non-token characters) and printed
 //! strictly.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::ParseError;
@@ -37,13 +38,67 @@ pub(crate) enum RawBody {
     Token68(String),
 }
 
-/// RFC 3261 `token` characters (a subset of the RFC 7230 tchar set that SIP allows).
-pub(crate) fn is_token_char(b: u8) -> bool {
+const fn token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
             b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
         )
+}
+
+/// Byte classes of the lexer's loops as tables, so that each byte costs one load.
+const fn class_table(quoted_stop: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if quoted_stop {
+            matches!(b, b'"' | b'\\' | b'\r' | b'\n')
+        } else {
+            token_char(b)
+        };
+        i += 1;
+    }
+    t
+}
+
+static TOKEN_CHARS: [bool; 256] = class_table(false);
+/// Bytes that end a run of ordinary characters inside a quoted-string.
+static QUOTED_STOP: [bool; 256] = class_table(true);
+
+/// Length of the run of bytes at the start of `s` that are ordinary inside a quoted-string
+/// (not `"`, `\\`, CR or LF). Whole words are tested at once with the classic "has a zero
+/// byte" bit trick (exact as a yes/no answer), and only the word holding a stop byte is
+/// looked at byte by byte: nonces and digests are dozens of bytes long.
+fn quoted_run(s: &[u8]) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // High bit set in each byte of `w` equal to `c` (and possibly above one): no branch.
+    let eq = |w: u64, c: u8| {
+        let x = w ^ (LO * u64::from(c));
+        x.wrapping_sub(LO) & !x & HI
+    };
+    let mut i = 0;
+    for chunk in s.chunks_exact(8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(b);
+        if eq(w, b'"') | eq(w, b'\\') | eq(w, b'\r') | eq(w, b'\n') != 0 {
+            break;
+        }
+        i += 8;
+    }
+    let rest = &s[i..];
+    i + rest
+        .iter()
+        .position(|&b| QUOTED_STOP[usize::from(b)])
+        .unwrap_or(rest.len())
+}
+
+/// RFC 3261 `token` characters (a subset of the RFC 7230 tchar set that SIP allows).
+#[inline]
+pub(crate) fn is_token_char(b: u8) -> bool {
+    TOKEN_CHARS[usize::from(b)]
 }
 
 /// True when `s` can be written without quotes.
@@ -59,15 +114,39 @@ fn is_token68_char(b: u8) -> bool {
 /// (real challenges carry fewer than fifteen).
 const MAX_PARAMS: usize = 64;
 
-struct Lexer<'a> {
+/// The auth-param lexer. It hands each parameter to a callback as borrowed slices of the
+/// header value (a quoted value is copied only when it holds a quoted-pair), so a caller
+/// that keeps a few parameters (credentials) allocates only for those, and one that keeps
+/// all of them ([`parse_items`]) pays for exactly what it keeps.
+pub(crate) struct Lexer<'a> {
     s: &'a [u8],
     src: &'a str,
     pos: usize,
 }
 
+/// What followed an item's scheme: parameters (already handed to the callback), or a
+/// token68 blob.
+pub(crate) enum ItemBody<'a> {
+    Params,
+    Token68(&'a str),
+}
+
 impl<'a> Lexer<'a> {
+    pub(crate) fn new(value: &'a str) -> Self {
+        Lexer {
+            s: value.as_bytes(),
+            src: value,
+            pos: 0,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
+    }
+
+    /// Whether the whole value has been read.
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos >= self.s.len()
     }
 
     /// Skips optional whitespace (SP / HTAB; header folding was undone by the message parser).
@@ -79,9 +158,11 @@ impl<'a> Lexer<'a> {
 
     fn token(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        while self.peek().is_some_and(is_token_char) {
-            self.pos += 1;
-        }
+        let rest = self.s.get(start..).unwrap_or_default();
+        self.pos += rest
+            .iter()
+            .position(|&b| !is_token_char(b))
+            .unwrap_or(rest.len());
         // Token characters are ASCII, so both ends are char boundaries.
         (self.pos > start).then(|| &self.src[start..self.pos])
     }
@@ -111,11 +192,33 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn quoted(&mut self) -> Result<String, ParseError> {
+    /// A quoted-string, without its quotes and with quoted-pairs undone: borrowed from the
+    /// value unless it holds a quoted-pair (which real Digest values almost never do).
+    fn quoted(&mut self) -> Result<Cow<'a, str>, ParseError> {
         let open = self.pos;
         self.pos += 1; // the opening DQUOTE
+        let run = self.pos;
+        loop {
+            // Jump over ordinary characters, eight at a time.
+            self.pos += quoted_run(self.s.get(self.pos..).unwrap_or_default());
+            match self.peek() {
+                None => return Err(ParseError::UnterminatedQuote { at: open }),
+                Some(b'"') => {
+                    let v = &self.src[run..self.pos];
+                    self.pos += 1;
+                    return Ok(Cow::Borrowed(v));
+                }
+                Some(b'\\') => return self.quoted_escaped(open, run).map(Cow::Owned),
+                Some(b'\r' | b'\n') => return Err(ParseError::InvalidChar { at: self.pos }),
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    /// The rest of a quoted-string from its first quoted-pair (at `self.pos`); `run` is
+    /// where the text not yet copied starts.
+    fn quoted_escaped(&mut self, open: usize, mut run: usize) -> Result<String, ParseError> {
         let mut out = String::new();
-        let mut run = self.pos;
         loop {
             match self.peek() {
                 None => return Err(ParseError::UnterminatedQuote { at: open }),
@@ -149,12 +252,11 @@ impl<'a> Lexer<'a> {
     /// are seen sending base64 nonces unquoted.
     fn bare_value(&mut self) -> Result<&'a str, ParseError> {
         let start = self.pos;
-        while let Some(b) = self.peek() {
-            if b <= b' ' || b == b',' || b == b'"' || b == 0x7f {
-                break;
-            }
-            self.pos += 1;
-        }
+        let rest = self.s.get(start..).unwrap_or_default();
+        self.pos += rest
+            .iter()
+            .position(|&b| b <= b' ' || b == b',' || b == b'"' || b == 0x7f)
+            .unwrap_or(rest.len());
         if self.pos == start {
             return Err(ParseError::ExpectedValue { at: start });
         }
@@ -177,7 +279,7 @@ impl<'a> Lexer<'a> {
 
     /// Skips whitespace and empty list elements (`#rule` allows `a, , b`); true if it
     /// consumed a comma.
-    fn skip_empty_elements(&mut self) -> bool {
+    pub(crate) fn skip_empty_elements(&mut self) -> bool {
         let mut comma = false;
         loop {
             self.ows();
@@ -190,35 +292,23 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn item(&mut self) -> Result<RawItem, ParseError> {
+    /// Reads one challenge or credentials item: returns its scheme and body, and hands each
+    /// `name=value` parameter to `param` in order.
+    pub(crate) fn item(
+        &mut self,
+        param: &mut impl FnMut(&'a str, Cow<'a, str>),
+    ) -> Result<(&'a str, ItemBody<'a>), ParseError> {
         let at = self.pos;
-        let scheme = self
-            .token()
-            .ok_or(ParseError::ExpectedScheme { at })?
-            .to_owned();
+        let scheme = self.token().ok_or(ParseError::ExpectedScheme { at })?;
         match self.peek() {
-            None => {
-                return Ok(RawItem {
-                    scheme,
-                    body: RawBody::Params(Vec::new()),
-                })
-            }
+            None | Some(b',') => return Ok((scheme, ItemBody::Params)),
             Some(b' ' | b'\t') => self.ows(),
-            Some(b',') => {
-                return Ok(RawItem {
-                    scheme,
-                    body: RawBody::Params(Vec::new()),
-                })
-            }
             Some(_) => return Err(ParseError::InvalidChar { at: self.pos }),
         }
         if let Some(t) = self.token68() {
-            return Ok(RawItem {
-                scheme,
-                body: RawBody::Token68(t.to_owned()),
-            });
+            return Ok((scheme, ItemBody::Token68(t)));
         }
-        let mut params = Vec::new();
+        let mut count = 0;
         let mut after_comma = false;
         loop {
             after_comma |= self.skip_empty_elements();
@@ -243,46 +333,54 @@ impl<'a> Lexer<'a> {
             self.ows();
             let value = match self.peek() {
                 Some(b'"') => self.quoted()?,
-                _ => self.bare_value()?.to_owned(),
+                _ => Cow::Borrowed(self.bare_value()?),
             };
-            if params.len() == MAX_PARAMS {
+            if count == MAX_PARAMS {
                 return Err(ParseError::TooManyParams);
             }
-            params.push(AuthParam {
-                name: name.to_owned(),
-                value,
-            });
+            count += 1;
+            param(name, value);
             after_comma = self.separator()?;
             if !after_comma {
                 break;
             }
         }
-        Ok(RawItem {
-            scheme,
-            body: RawBody::Params(params),
-        })
+        Ok((scheme, ItemBody::Params))
     }
 }
 
+/// Upper bound on items (challenges) in one header value.
+pub(crate) const MAX_ITEMS: usize = MAX_PARAMS;
+
 /// Splits a header value into its challenges or credentials.
 pub(crate) fn parse_items(value: &str) -> Result<Vec<RawItem>, ParseError> {
-    let mut lx = Lexer {
-        s: value.as_bytes(),
-        src: value,
-        pos: 0,
-    };
+    let mut lx = Lexer::new(value);
     let mut items = Vec::new();
     loop {
         lx.skip_empty_elements();
-        if lx.peek().is_none() {
+        if lx.at_end() {
             break;
         }
-        if items.len() == MAX_PARAMS {
+        if items.len() == MAX_ITEMS {
             return Err(ParseError::TooManyParams);
         }
         // Each item ends at the end of the value, before a comma, or (after a comma) at the
         // next scheme, so the loop needs no separator check of its own.
-        items.push(lx.item()?);
+        let mut params = Vec::new();
+        let (scheme, body) = lx.item(&mut |name, value| {
+            params.push(AuthParam {
+                name: name.to_owned(),
+                value: value.into_owned(),
+            });
+        })?;
+        let body = match body {
+            ItemBody::Params => RawBody::Params(params),
+            ItemBody::Token68(t) => RawBody::Token68(t.to_owned()),
+        };
+        items.push(RawItem {
+            scheme: scheme.to_owned(),
+            body,
+        });
     }
     if items.is_empty() {
         return Err(ParseError::Empty);
@@ -424,6 +522,19 @@ mod tests {
         ));
         let many = format!("Digest {}", vec!["a=b"; 100].join(","));
         assert_eq!(parse_items(&many), Err(ParseError::TooManyParams));
+    }
+
+    #[test]
+    fn quoted_run_stops_at_the_first_special_byte() {
+        for len in 0..40 {
+            for stop in [b'"', b'\\', b'\r', b'\n'] {
+                let mut s = vec![b'a'; len];
+                s.push(stop);
+                s.extend_from_slice(b"xyz\"");
+                assert_eq!(quoted_run(&s), len, "stop {stop} after {len}");
+            }
+            assert_eq!(quoted_run(&vec![b'\xe9'; len]), len, "no stop at all");
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ fn is_callid_char(b: u8) -> bool {
 
 impl Message {
     #[inline]
-    fn text(&self, s: Span) -> &str {
+    pub(super) fn text(&self, s: Span) -> &str {
         // Spans lie in the head and start and end at ASCII delimiters, so this never falls
         // back.
         self.head.get(s.range()).unwrap_or_default()
@@ -232,7 +232,10 @@ impl Message {
 
     /// Call-ID: `word ["@" word]`, compared byte for byte.
     pub fn call_id(&self) -> Result<&str, ParseError> {
-        let v = self.single(Code::CallId)?;
+        Self::call_id_value(self.single(Code::CallId)?)
+    }
+
+    fn call_id_value(v: &str) -> Result<&str, ParseError> {
         if v.is_empty() {
             return Err(ParseError::value(HeaderName::CallId, ValueError::Empty));
         }
@@ -245,7 +248,10 @@ impl Message {
     /// CSeq. For requests, a CSeq method differing from the request method is an error
     /// (RFC 4475 §3.1.2.17–18).
     pub fn cseq(&self) -> Result<CSeq, ParseError> {
-        let v = self.single(Code::CSeq)?;
+        self.cseq_value(self.single(Code::CSeq)?)
+    }
+
+    fn cseq_value(&self, v: &str) -> Result<CSeq, ParseError> {
         let cseq = CSeq::parse(v).map_err(|e| ParseError::value(HeaderName::CSeq, e))?;
         if let Some(m) = self.method_str() {
             if cseq.method.as_str() != m {
@@ -345,7 +351,11 @@ impl Message {
     }
 
     fn number(&self, code: Code, max: u64) -> Result<Option<u64>, ParseError> {
-        match self.opt_single(code)? {
+        Self::number_value(code, self.opt_single(code)?, max)
+    }
+
+    fn number_value(code: Code, v: Option<&str>, max: u64) -> Result<Option<u64>, ParseError> {
+        match v {
             None => Ok(None),
             Some(v) => super::scan::decimal_value(v, max)
                 .map(Some)
@@ -378,7 +388,11 @@ impl Message {
     }
 
     pub fn content_type(&self) -> Result<Option<MediaType<'_>>, ParseError> {
-        match self.opt_single(Code::ContentType)? {
+        Self::content_type_value(self.opt_single(Code::ContentType)?)
+    }
+
+    fn content_type_value(v: Option<&str>) -> Result<Option<MediaType<'_>>, ParseError> {
+        match v {
             None => Ok(None),
             Some(v) => MediaType::parse(v)
                 .map(Some)
@@ -451,34 +465,145 @@ impl Message {
                 return Err(ParseError::RequestUriHeaders);
             }
         }
+        // One pass over the header spans finds every single-valued header checked below (and
+        // whether it repeats) and which list headers are present; the checks then run in the
+        // same order as the getters would, so the first error is the same.
+        let seen = Seen::scan(&self.headers);
         // Every Via, top first, each parsed once; none at all is the top Via's error.
         let mut vias = 0usize;
-        for v in self.vias() {
-            v?;
-            vias += 1;
+        if seen.has(Code::Via) {
+            for v in self.vias() {
+                v?;
+                vias += 1;
+            }
         }
         if vias == 0 {
             return Err(ParseError::MissingHeader(HeaderName::Via));
         }
-        self.name_addr_checked(Code::From)?;
-        self.name_addr_checked(Code::To)?;
-        self.call_id()?;
-        self.cseq()?;
-        self.max_forwards()?;
-        self.expires()?;
-        self.min_expires()?;
-        for c in self.contacts_checked()?.as_slice() {
-            c.expires()
-                .map_err(|e| ParseError::value(HeaderName::Contact, e))?;
+        for code in [Code::From, Code::To] {
+            let v = self.seen_single(&seen, code)?;
+            NameAddr::parse_checked(v)
+                .map_err(|e| ParseError::value(HeaderName::from_code(code), e))?;
         }
-        for r in self
-            .parsed_list(Code::Route, NameAddr::parse_prefix_checked)
-            .chain(self.parsed_list(Code::RecordRoute, NameAddr::parse_prefix_checked))
-        {
-            r?;
+        Self::call_id_value(self.seen_single(&seen, Code::CallId)?)?;
+        self.cseq_value(self.seen_single(&seen, Code::CSeq)?)?;
+        for (code, max) in [
+            (Code::MaxForwards, 255),
+            (Code::Expires, u64::from(u32::MAX)),
+            (Code::MinExpires, u64::from(u32::MAX)),
+        ] {
+            Self::number_value(code, self.seen_opt_single(&seen, code)?, max)?;
         }
-        self.content_type()?;
+        if seen.has(Code::Contact) {
+            for c in self.contacts_checked()?.as_slice() {
+                c.expires()
+                    .map_err(|e| ParseError::value(HeaderName::Contact, e))?;
+            }
+        }
+        if seen.has(Code::Route) || seen.has(Code::RecordRoute) {
+            for r in self
+                .parsed_list(Code::Route, NameAddr::parse_prefix_checked)
+                .chain(self.parsed_list(Code::RecordRoute, NameAddr::parse_prefix_checked))
+            {
+                r?;
+            }
+        }
+        Self::content_type_value(self.seen_opt_single(&seen, Code::ContentType)?)?;
         Ok(())
+    }
+
+    /// [`Message::opt_single`] answered from a [`Seen`] instead of a scan.
+    fn seen_opt_single(&self, seen: &Seen, code: Code) -> Result<Option<&str>, ParseError> {
+        match seen.single(code) {
+            SeenSingle::Absent => Ok(None),
+            SeenSingle::Once(v) => Ok(Some(self.text(v))),
+            SeenSingle::Repeated => Err(ParseError::DuplicateHeader(HeaderName::from_code(code))),
+        }
+    }
+
+    fn seen_single(&self, seen: &Seen, code: Code) -> Result<&str, ParseError> {
+        self.seen_opt_single(seen, code)?
+            .ok_or_else(|| ParseError::MissingHeader(HeaderName::from_code(code)))
+    }
+}
+
+/// The single-valued headers [`Message::check`] looks at, in the order of [`Seen::slot`].
+const SEEN_SINGLE: [Code; 8] = [
+    Code::From,
+    Code::To,
+    Code::CallId,
+    Code::CSeq,
+    Code::MaxForwards,
+    Code::Expires,
+    Code::MinExpires,
+    Code::ContentType,
+];
+
+/// What one pass over the header spans found: the value of each header in
+/// [`SEEN_SINGLE`] (and whether it repeats), and which header codes occur at all.
+struct Seen {
+    values: [Option<Span>; SEEN_SINGLE.len()],
+    repeated: u8,
+    /// Bit `code as u8` (codes are fewer than 128) set when a header with that code occurs.
+    present: u128,
+}
+
+enum SeenSingle {
+    Absent,
+    Once(Span),
+    Repeated,
+}
+
+impl Seen {
+    fn slot(code: Code) -> Option<usize> {
+        let i = match code {
+            Code::From => 0,
+            Code::To => 1,
+            Code::CallId => 2,
+            Code::CSeq => 3,
+            Code::MaxForwards => 4,
+            Code::Expires => 5,
+            Code::MinExpires => 6,
+            Code::ContentType => 7,
+            _ => return None,
+        };
+        debug_assert_eq!(SEEN_SINGLE[i], code);
+        Some(i)
+    }
+
+    fn scan(headers: &[HeaderSpan]) -> Seen {
+        let mut seen = Seen {
+            values: [None; SEEN_SINGLE.len()],
+            repeated: 0,
+            present: 0,
+        };
+        for h in headers {
+            let Some(code) = h.code else { continue };
+            seen.present |= 1u128 << (code as u8);
+            if let Some(i) = Self::slot(code) {
+                if seen.values[i].is_some() {
+                    seen.repeated |= 1 << i;
+                } else {
+                    seen.values[i] = Some(h.value);
+                }
+            }
+        }
+        seen
+    }
+
+    fn has(&self, code: Code) -> bool {
+        self.present & (1u128 << (code as u8)) != 0
+    }
+
+    fn single(&self, code: Code) -> SeenSingle {
+        let Some(i) = Self::slot(code) else {
+            return SeenSingle::Absent;
+        };
+        match self.values[i] {
+            None => SeenSingle::Absent,
+            Some(_) if self.repeated & (1 << i) != 0 => SeenSingle::Repeated,
+            Some(v) => SeenSingle::Once(v),
+        }
     }
 }
 
@@ -537,6 +662,67 @@ mod tests {
         let c = two.contacts().expect("two");
         assert_eq!(c.as_slice().len(), 2);
         assert_eq!(c.as_slice()[0].expires(), Ok(Some(60)));
+    }
+
+    /// `check` finds each header in one pass but must still report the first error in its
+    /// documented order, whatever the order of the lines.
+    #[test]
+    fn check_reports_errors_in_its_order_not_the_lines_order() {
+        let base = "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+                    To: <sip:a@b>\r\nCall-ID: c@h\r\nCSeq: 1 REGISTER\r\n";
+        assert_eq!(m(base).check(), Ok(()));
+        let dup_expires_bad_contact =
+            format!("Contact: <sip:x@y>;expires=x\r\n{base}Expires: 1\r\nExpires: 2\r\n");
+        assert_eq!(
+            m(&dup_expires_bad_contact).check(),
+            Err(ParseError::DuplicateHeader(HeaderName::Expires))
+        );
+        assert_eq!(
+            m(&format!("Contact: <sip:x@y>;expires=x\r\n{base}")).check(),
+            Err(ParseError::value(
+                HeaderName::Contact,
+                ValueError::BadNumber
+            ))
+        );
+        assert_eq!(
+            m(&format!("To: <sip:c@d>\r\nCall-ID: bad id\r\n{base}")).check(),
+            Err(ParseError::DuplicateHeader(HeaderName::To))
+        );
+        assert_eq!(
+            m("From: nonsense <\r\nCall-ID: c@h\r\n").check(),
+            Err(ParseError::MissingHeader(HeaderName::Via))
+        );
+        assert_eq!(
+            m(&format!(
+                "Content-Type: /\r\nRecord-Route: <sip:p;lr>\r\n{base}Max-Forwards: 300\r\n"
+            ))
+            .check(),
+            Err(ParseError::value(
+                HeaderName::MaxForwards,
+                ValueError::NumberTooLarge
+            ))
+        );
+        assert!(matches!(
+            m(&format!("Route: <bad>\r\n{base}Content-Type: /\r\n")).check(),
+            Err(ParseError::BadHeaderValue {
+                name: HeaderName::Route,
+                ..
+            })
+        ));
+        assert!(matches!(
+            m(&format!("{base}Content-Type: /\r\n")).check(),
+            Err(ParseError::BadHeaderValue {
+                name: HeaderName::ContentType,
+                ..
+            })
+        ));
+        assert_eq!(
+            m(&base.replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE")).check(),
+            Err(ParseError::CSeqMethodMismatch {
+                request: Method::Register,
+                cseq: Method::Invite
+            })
+        );
     }
 
     #[test]

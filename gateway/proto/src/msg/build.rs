@@ -492,31 +492,48 @@ impl ResponseBuilder {
     }
 
     /// Prints the lines copied from the request (see [`ResponseBuilder::for_request`]).
+    ///
+    /// One pass over the request's header spans: Via lines are printed as they come (they
+    /// come first in the response too), and the first From, To, Call-ID, CSeq and Timestamp
+    /// are noted and printed after, in that order.
     fn print_copied(&self, p: &mut Printer) {
         let req = &self.request;
-        for v in req.header_lines(HeaderName::Via) {
-            p.header(&HeaderName::Via, v);
+        let [mut from, mut to, mut call_id, mut cseq, mut timestamp] = [None::<Span>; 5];
+        for h in &req.headers {
+            let slot = match h.code {
+                Some(Code::Via) => {
+                    p.header(&HeaderName::Via, req.text(h.value));
+                    continue;
+                }
+                Some(Code::From) => &mut from,
+                Some(Code::To) => &mut to,
+                Some(Code::CallId) => &mut call_id,
+                Some(Code::CSeq) => &mut cseq,
+                Some(Code::Timestamp) => &mut timestamp,
+                _ => continue,
+            };
+            slot.get_or_insert(h.value);
         }
-        if let Some(f) = req.header(HeaderName::From) {
-            p.header(&HeaderName::From, f);
+        if let Some(f) = from {
+            p.header(&HeaderName::From, req.text(f));
         }
-        if let Some(t) = req.header(HeaderName::To) {
+        if let Some(t) = to {
             // Built from a `&str` in `for_request`, so this is UTF-8.
             let tag = self
                 .to_tag
                 .as_deref()
                 .and_then(|t| std::str::from_utf8(t).ok())
                 .unwrap_or("");
-            p.line(HeaderName::To.as_str(), Some(Code::To), t, tag);
+            p.line(HeaderName::To.as_str(), Some(Code::To), req.text(t), tag);
         }
-        for name in [HeaderName::CallId, HeaderName::CSeq] {
-            if let Some(v) = req.header(&name) {
-                p.header(&name, v);
+        for (name, v) in [(HeaderName::CallId, call_id), (HeaderName::CSeq, cseq)] {
+            if let Some(v) = v {
+                p.header(&name, req.text(v));
             }
         }
         if self.status == 100 {
-            if let Some(ts) = req.header(HeaderName::Timestamp) {
-                p.header(&HeaderName::Timestamp, ts);
+            if let Some(ts) = timestamp {
+                p.header(&HeaderName::Timestamp, req.text(ts));
             }
         }
     }
@@ -701,6 +718,30 @@ mod tests {
             "Push Notification Service Not Supported"
         );
         assert_eq!(default_reason(499), "Client Error");
+    }
+
+    #[test]
+    fn copied_lines_come_out_in_8_2_6_order_whatever_the_request_order() {
+        let wire = "OPTIONS sip:x@y SIP/2.0\r\nCSeq: 7 OPTIONS\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+                    Timestamp: 54\r\nTo: <sip:x@y>\r\nf: <sip:a@b>;tag=1\r\nv: SIP/2.0/UDP b;branch=z9hG4bK2\r\n\
+                    From: <sip:second@b>;tag=2\r\ni: c@h\r\n\r\n";
+        let req = Message::parse(Bytes::from(wire)).expect("parses");
+        let copied = "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\n\
+                      From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>;tag=t9\r\nCall-ID: c@h\r\nCSeq: 7 OPTIONS\r\n";
+        let ok = ResponseBuilder::for_request(&req, 200, Some("t9")).build();
+        assert_eq!(
+            ok.as_bytes(),
+            format!("SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n").as_bytes()
+        );
+        let trying = ResponseBuilder::for_request(&req, 100, None).build();
+        assert_eq!(
+            trying.as_bytes(),
+            format!(
+                "SIP/2.0 100 Trying\r\n{}Timestamp: 54\r\nContent-Length: 0\r\n\r\n",
+                copied.replace(";tag=t9", "")
+            )
+            .as_bytes()
+        );
     }
 
     #[test]

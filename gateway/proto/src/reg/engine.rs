@@ -271,6 +271,44 @@ impl Registrations {
         Ok(true)
     }
 
+    /// Where `id`'s REGISTERs go now.
+    pub fn upstream(&self, id: BindingId) -> Option<Peer> {
+        let b = self.bindings.get(&id)?;
+        Some(self.peers.get(b.upstream).peer)
+    }
+
+    /// Sends `id`'s REGISTERs to `upstream` from now on: RFC 3263 §4.3 failover to the next
+    /// target of the same resolution, so domain, credentials, Call-ID and CSeq stay. Digest
+    /// state is dropped (the nonce was the old server's). Unlike
+    /// [`Self::update_binding`], the attempt count is kept, so cycling through dead targets
+    /// still backs off. With `at_once`, a binding waiting for its retry timer is queued now
+    /// (a failover need not wait for the backoff); otherwise the next attempt, when due,
+    /// goes to `upstream`. Returns whether anything changed.
+    pub fn move_upstream(
+        &mut self,
+        now: Instant,
+        id: BindingId,
+        upstream: Peer,
+        at_once: bool,
+    ) -> Result<bool, BindingError> {
+        let b = self.bindings.get_mut(&id).ok_or(BindingError::Unknown)?;
+        let old = self.peers.get(b.upstream);
+        if old.peer == upstream {
+            return Ok(false);
+        }
+        let mut site = old.clone();
+        site.peer = upstream;
+        self.peers.release(b.upstream);
+        b.upstream = self.peers.intern(site);
+        b.auth = None;
+        let waiting = b.phase == BindingPhase::Retrying && b.flags & (IN_FLIGHT | QUEUED) == 0;
+        if at_once && waiting {
+            self.enqueue(id, false);
+            self.flush(now);
+        }
+        Ok(true)
+    }
+
     /// Unregisters (REGISTER with Expires: 0) and forgets the binding; reports
     /// [`RegEvent::Unregistered`] when done. A binding that cannot be registered upstream
     /// (never sent, or failed) is forgotten at once.

@@ -56,6 +56,8 @@ pub(crate) struct ClientTxn {
     pub(crate) id: ClientTxnId,
     pub(crate) key: ClientKey,
     pub(crate) peer: Peer,
+    /// `peer`'s hash in the layer's by-peer index, kept so that it is computed once.
+    pub(crate) peer_hash: u64,
     pub(crate) state: ClientState,
     invite: bool,
     request: Message,
@@ -82,6 +84,7 @@ impl ClientTxn {
             id,
             key,
             peer,
+            peer_hash: 0,
             state: if invite {
                 ClientState::Calling
             } else {

@@ -2,11 +2,13 @@
 //! matching indexes and their timers, behind a quinn-proto style surface.
 
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
 use std::time::Instant;
 
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 use crate::msg::{HeaderName, Message, Method, ResponseBuilder};
 use crate::timer::Timers;
@@ -52,11 +54,15 @@ pub struct Transactions {
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxnEvent>,
     stats: TxnStats,
-    /// Live transactions ordered by peer, so a transport error (a phone's TCP connection
-    /// dropping, which happens all the time) costs O(log n) plus that peer's transactions,
-    /// not a scan. A B-tree rather than per-peer lists because one peer (the upstream proxy)
-    /// may hold almost every transaction.
-    by_peer: BTreeSet<(Peer, TxnId)>,
+    /// Live transactions by peer, so a transport error (a phone's TCP connection dropping,
+    /// which happens all the time) costs that peer's transactions, not a scan. A set per
+    /// peer rather than a list because one peer (the upstream proxy) may hold almost every
+    /// transaction, and rather than one ordered tree because insert and remove run for every
+    /// transaction while a transport error is rare: hashing is O(1) where a B-tree of
+    /// 30,000 entries costs ~15 comparisons of `(Peer, TxnId)` per insert and per remove.
+    /// A peer's entry is dropped with its last transaction. Peers are hashed with the keyed
+    /// `key_hasher` (see [`peer_hash`]), since a peer picks its own source port.
+    by_peer: HashTable<(u64, Peer, PeerTxns)>,
 }
 
 impl Transactions {
@@ -74,7 +80,7 @@ impl Transactions {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: TxnStats::default(),
-            by_peer: BTreeSet::new(),
+            by_peer: HashTable::new(),
         }
     }
 
@@ -159,10 +165,10 @@ impl Transactions {
         let id = ClientTxnId(self.alloc_id());
         self.stats.client_started += 1;
         let mut io = self.io(now);
-        let txn = ClientTxn::start(&mut io, id, key.clone(), peer, request);
+        let mut txn = ClientTxn::start(&mut io, id, key.clone(), peer, request);
+        txn.peer_hash = self.remember_peer(peer, id.into());
         self.client_index.insert(key, id);
         self.clients.insert(id, txn);
-        self.by_peer.insert((peer, id.into()));
         Ok(id)
     }
 
@@ -235,14 +241,13 @@ impl Transactions {
     /// transaction with that peer ends with [`TxnEvent::TransportError`] (RFC 3261 §17.1.4,
     /// §17.2.4).
     pub fn handle_transport_error(&mut self, now: Instant, peer: Peer) {
-        let first = (peer, TxnId::Client(ClientTxnId(0)));
-        let last = (peer, TxnId::Server(ServerTxnId(u64::MAX)));
+        let h = peer_hash(&self.key_hasher, &peer);
+        let Some((_, _, ids)) = self.by_peer.find(h, |e| e.1 == peer) else {
+            return;
+        };
         // In id order (oldest client first, then oldest server), so events are stable.
-        let ids: Vec<TxnId> = self
-            .by_peer
-            .range(first..=last)
-            .map(|&(_, id)| id)
-            .collect();
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
         for id in ids {
             self.emit(TxnEvent::TransportError { id });
             match id {
@@ -370,9 +375,9 @@ impl Transactions {
                 .insert_unique(key_hash, (key_hash, id), |&(h, _)| h);
         }
         let mut io = self.io(now);
-        let txn = ServerTxn::start(&mut io, id, (owned, key_hash), peer, &request, legacy);
+        let mut txn = ServerTxn::start(&mut io, id, (owned, key_hash), peer, &request, legacy);
+        txn.peer_hash = self.remember_peer(peer, id.into());
         self.servers.insert(id, txn);
-        self.by_peer.insert((peer, id.into()));
         self.emit(TxnEvent::Request {
             id,
             request,
@@ -444,7 +449,7 @@ impl Transactions {
                         e.remove();
                     }
                 }
-                self.forget_peer(txn.peer, txn.id.into());
+                self.forget_peer(txn.peer, txn.peer_hash, txn.id.into());
                 self.emit(TxnEvent::Terminated { id: txn.id.into() });
             }
         }
@@ -464,12 +469,29 @@ impl Transactions {
         {
             entry.remove();
         }
-        self.forget_peer(txn.peer, id.into());
+        self.forget_peer(txn.peer, txn.peer_hash, id.into());
         self.emit(TxnEvent::Terminated { id: id.into() });
     }
 
-    fn forget_peer(&mut self, peer: Peer, id: TxnId) {
-        self.by_peer.remove(&(peer, id));
+    /// Adds `id` to `peer`'s transactions; returns the peer's hash for [`Self::forget_peer`].
+    fn remember_peer(&mut self, peer: Peer, id: TxnId) -> u64 {
+        let h = peer_hash(&self.key_hasher, &peer);
+        let entry = self
+            .by_peer
+            .entry(h, |e| e.1 == peer, |e| e.0)
+            .or_insert_with(|| (h, peer, PeerTxns::default()));
+        entry.into_mut().2.insert(id);
+        h
+    }
+
+    fn forget_peer(&mut self, peer: Peer, h: u64, id: TxnId) {
+        if let Ok(mut e) = self.by_peer.find_entry(h, |e| e.1 == peer) {
+            let txns = &mut e.get_mut().2;
+            txns.remove(id);
+            if txns.is_empty() {
+                e.remove();
+            }
+        }
     }
 
     fn emit(&mut self, event: TxnEvent) {
@@ -513,6 +535,79 @@ impl Transactions {
     }
 }
 
+/// The `by_peer` hash of `peer`: one keyed SipHash over its fields packed into two words
+/// (cheaper than the derived `Hash`, which feeds each field separately). Peers that are
+/// equal have equal packed fields, so equal hashes; IPv6 flow label and scope id are left
+/// out, which only makes such peers share a bucket.
+fn peer_hash(hasher: &RandomState, peer: &Peer) -> u64 {
+    let (ip, v6) = match peer.addr.ip() {
+        std::net::IpAddr::V4(a) => (u128::from(a.to_bits()), 0u32),
+        std::net::IpAddr::V6(a) => (a.to_bits(), 1u32),
+    };
+    let tail = u32::from(peer.addr.port()) | (v6 << 16) | (peer.transport as u32) << 17;
+    let mut h = hasher.build_hasher();
+    h.write_u128(ip);
+    h.write_u32(tail);
+    h.finish()
+}
+
+/// The transactions of one peer: inline while there are few (a phone has one or two at a
+/// time, so no allocation), a hash set when there are many (the upstream proxy).
+#[derive(Debug)]
+enum PeerTxns {
+    Few(SmallVec<[TxnId; 3]>),
+    Many(HashSet<TxnId, IdHash>),
+}
+
+impl Default for PeerTxns {
+    fn default() -> Self {
+        PeerTxns::Few(SmallVec::new())
+    }
+}
+
+impl PeerTxns {
+    fn insert(&mut self, id: TxnId) {
+        match self {
+            PeerTxns::Few(v) if v.len() < v.inline_size() => v.push(id),
+            PeerTxns::Few(v) => {
+                let mut set: HashSet<TxnId, IdHash> = v.drain(..).collect();
+                set.insert(id);
+                *self = PeerTxns::Many(set);
+            }
+            PeerTxns::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: TxnId) {
+        match self {
+            PeerTxns::Few(v) => {
+                if let Some(i) = v.iter().position(|&x| x == id) {
+                    v.swap_remove(i);
+                }
+            }
+            PeerTxns::Many(set) => {
+                set.remove(&id);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            PeerTxns::Few(v) => v.is_empty(),
+            PeerTxns::Many(set) => set.is_empty(),
+        }
+    }
+
+    fn to_vec(&self) -> Vec<TxnId> {
+        match self {
+            PeerTxns::Few(v) => v.to_vec(),
+            PeerTxns::Many(set) => set.iter().copied().collect(),
+        }
+    }
+}
+
 /// A To tag for a stateless response that is the same for every retransmission of the
 /// request (RFC 3261 §8.2.7), derived from what identifies it. FNV-1a: no randomness needed,
 /// and the tag reveals nothing a peer did not send.
@@ -550,9 +645,144 @@ impl Hasher for IdHasher {
         self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 
+    // `TxnId`'s derived `Hash` writes its discriminant as an `isize`: one word, not eight
+    // bytes through `write`.
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.write_u64(n as u64);
+    }
+
     fn finish(&self) -> u64 {
         self.0
     }
 }
 
 type IdHash = BuildHasherDefault<IdHasher>;
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::msg::RequestBuilder;
+    use crate::txn::Transport;
+
+    fn peer(transport: Transport, port: u16) -> Peer {
+        Peer {
+            transport,
+            addr: SocketAddr::from(([192, 0, 2, 1], port)),
+        }
+    }
+
+    fn options(branch: &str) -> Message {
+        RequestBuilder::new(Method::Options, "sip:gw@example.com")
+            .via("UDP", "192.0.2.1:5060", branch)
+            .from("sip:alice@example.com", "f1")
+            .to("sip:gw@example.com", None)
+            .call_id(&format!("{branch}@192.0.2.1"))
+            .cseq(1)
+            .build()
+    }
+
+    /// Feeds `n` new requests from `peer` and returns their ids, oldest first.
+    fn receive(t: &mut Transactions, now: Instant, peer: Peer, tag: &str, n: usize) -> Vec<TxnId> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            t.handle_incoming(now, options(&format!("z9hG4bK{tag}{i}")), peer);
+            while let Some(e) = t.poll_event() {
+                if let TxnEvent::Request { id, .. } = e {
+                    ids.push(TxnId::Server(id));
+                }
+            }
+        }
+        assert_eq!(ids.len(), n, "every request opened a transaction");
+        ids
+    }
+
+    fn transport_errors(t: &mut Transactions) -> Vec<TxnId> {
+        std::iter::from_fn(|| t.poll_event())
+            .filter_map(|e| match e {
+                TxnEvent::TransportError { id } => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transport_error_ends_exactly_that_peers_transactions_in_id_order() {
+        let now = crate::netem::test_epoch();
+        let mut t = Transactions::new(TxnConfig::default());
+        let (a, b, a_tcp) = (
+            peer(Transport::Udp, 5060),
+            peer(Transport::Udp, 5062),
+            peer(Transport::Tcp, 5060),
+        );
+        // `a` grows past the inline few into a hash set; `b` stays inline.
+        let mut on_a = receive(&mut t, now, a, "a", 3);
+        let on_b = receive(&mut t, now, b, "b", 2);
+        on_a.extend(receive(&mut t, now, a, "c", 7));
+        assert_eq!(t.len(), 12);
+
+        t.handle_transport_error(now, a_tcp);
+        assert!(transport_errors(&mut t).is_empty(), "other transport");
+        t.handle_transport_error(now, a);
+        assert_eq!(transport_errors(&mut t), on_a);
+        assert_eq!(t.len(), 2);
+        t.handle_transport_error(now, a);
+        assert!(transport_errors(&mut t).is_empty(), "nothing left on a");
+        t.handle_transport_error(now, b);
+        assert_eq!(transport_errors(&mut t), on_b);
+        assert!(t.is_empty());
+        assert!(
+            t.by_peer.is_empty(),
+            "a peer's entry goes with its last transaction"
+        );
+    }
+
+    #[test]
+    fn peer_txns_insert_and_remove_across_the_inline_limit() {
+        let mut p = PeerTxns::default();
+        let ids: Vec<TxnId> = (1..=6).map(|i| TxnId::Server(ServerTxnId(i))).collect();
+        for &id in &ids {
+            p.insert(id);
+        }
+        assert!(matches!(p, PeerTxns::Many(_)));
+        p.remove(ids[2]);
+        p.remove(TxnId::Client(ClientTxnId(3)));
+        let mut left = p.to_vec();
+        left.sort_unstable();
+        assert_eq!(left, [ids[0], ids[1], ids[3], ids[4], ids[5]]);
+        for &id in &ids {
+            p.remove(id);
+        }
+        assert!(p.is_empty());
+
+        let mut few = PeerTxns::default();
+        few.insert(ids[0]);
+        few.insert(ids[1]);
+        few.remove(ids[0]);
+        assert_eq!(few.to_vec(), [ids[1]]);
+        few.remove(ids[1]);
+        assert!(few.is_empty());
+    }
+
+    #[test]
+    fn equal_peers_hash_alike() {
+        let h = RandomState::new();
+        let v4 = peer(Transport::Udp, 5060);
+        assert_eq!(
+            peer_hash(&h, &v4),
+            peer_hash(&h, &peer(Transport::Udp, 5060))
+        );
+        let v6: SocketAddr = "[2001:db8::1]:5060".parse().expect("literal");
+        let p6 = Peer::udp(v6);
+        assert_eq!(peer_hash(&h, &p6), peer_hash(&h, &Peer::udp(v6)));
+        assert_ne!(
+            peer_hash(&h, &v4),
+            peer_hash(&h, &peer(Transport::Tcp, 5060))
+        );
+    }
+}

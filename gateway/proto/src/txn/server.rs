@@ -59,6 +59,8 @@ pub(crate) struct ServerTxn {
     /// `key`'s index hash, so the index entry is found again without rehashing the key.
     pub(crate) key_hash: u64,
     pub(crate) peer: Peer,
+    /// `peer`'s hash in the layer's by-peer index, kept so that it is computed once.
+    pub(crate) peer_hash: u64,
     pub(crate) state: ServerState,
     pub(crate) legacy: LegacyTags,
     invite: bool,
@@ -91,6 +93,7 @@ impl ServerTxn {
             key,
             key_hash,
             peer,
+            peer_hash: 0,
             state: if invite {
                 ServerState::Proceeding
             } else {
