@@ -7,7 +7,7 @@
 // Helpers outside #[test] fns: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,27 +19,7 @@ use vigil_gateway::Gateway;
 use vigil_proto::push::{PushRequest, Target};
 use vigil_sim::mock::Faults;
 use vigil_tests::push::{apns_token, call, ApnsEnv, BUNDLE};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("vigil-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, contents).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
+use vigil_tests::TempDir;
 
 fn config(data_dir: &Path, apns: &ApnsEnv, files: &TempDir) -> Config {
     let mut c = Config {

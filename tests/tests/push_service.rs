@@ -19,27 +19,7 @@ use vigil_gateway::push::{
 use vigil_proto::push::{DeviceToken, FailReason, PushEvent, PushId, PushRequest, Target};
 use vigil_sim::mock::Faults;
 use vigil_tests::push::{apns_token, call, fcm_token, ApnsEnv, FcmEnv, BUNDLE};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("vigil-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, contents).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
+use vigil_tests::TempDir;
 
 fn apns_settings(env: &ApnsEnv, dir: &TempDir) -> ApnsSettings {
     ApnsSettings {
