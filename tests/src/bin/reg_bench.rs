@@ -55,6 +55,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use vigil_proto::msg::{HeaderName, Message, ResponseBuilder};
 use vigil_tests::procstat::{cpu_times, loadavg, rss_bytes};
+use vigil_tests::TempDir;
 
 const KAMAILIO: &str = "/usr/sbin/kamailio";
 const DOMAIN: &str = "vigil.test";
@@ -147,24 +148,6 @@ fn main() {
             versus_sipp(&args).await
         }
     });
-}
-
-/// A scratch directory removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("vigil-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A port free for both UDP and TCP on loopback.
@@ -700,7 +683,7 @@ fn run_sipp(
 }
 
 async fn versus_sipp(args: &Args) {
-    let scratch = Scratch::new("reg-bench");
+    let scratch = TempDir::new("reg-bench");
     let kam = start_kamailio(&scratch.0);
     println!(
         "CPU per registration (REGISTER, 401, REGISTER with digest, 200), {} AORs over {} at {} registrations/s, against one Kamailio (load {})",
@@ -917,7 +900,7 @@ fn registrar_loop(
 }
 
 async fn scale(args: &Args) {
-    let scratch = Scratch::new("reg-scale");
+    let scratch = TempDir::new("reg-scale");
     let lab = LabRegistrar::start(args.spread_min, args.nonce_life);
     let setup = GatewaySetup {
         data: scratch.0.join("gw"),
