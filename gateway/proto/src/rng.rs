@@ -61,9 +61,14 @@ impl CoreRng {
     /// A fresh `Via` branch: the magic cookie followed by 16 random token characters.
     pub fn branch(&mut self) -> String {
         let mut s = String::with_capacity(BRANCH_MAGIC.len() + 16);
-        s.push_str(BRANCH_MAGIC);
-        self.push_token(&mut s, 16);
+        self.push_branch(&mut s);
         s
+    }
+
+    /// Appends a fresh branch (see [`Self::branch`]) to `out`.
+    pub fn push_branch(&mut self, out: &mut String) {
+        out.push_str(BRANCH_MAGIC);
+        self.push_token(out, 16);
     }
 
     /// A fresh From/To tag (10 characters, about 59 bits of randomness).

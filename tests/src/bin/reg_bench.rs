@@ -54,7 +54,7 @@ use bytes::Bytes;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use vigil_proto::msg::{HeaderName, Message, ResponseBuilder};
-use vigil_tests::procstat::{cpu_times, loadavg, rss_bytes};
+use vigil_tests::procstat::{cpu_split, cpu_times, loadavg, rss_bytes};
 use vigil_tests::TempDir;
 
 const KAMAILIO: &str = "/usr/sbin/kamailio";
@@ -566,6 +566,28 @@ async fn put_devices(g: &Gateway, n: u64, concurrency: usize, transport: &str) -
     t0.elapsed()
 }
 
+/// CPU time split into user and kernel (system) time.
+#[derive(Debug, Clone, Copy)]
+struct KernelShare {
+    user: Duration,
+    system: Duration,
+}
+
+impl KernelShare {
+    fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// `user µs + kernel µs` per operation.
+    fn describe(self, n: u64) -> String {
+        format!(
+            "user {:.1} µs + kernel {:.1} µs",
+            us_per(self.user, n),
+            us_per(self.system, n)
+        )
+    }
+}
+
 fn us_per(cpu: Duration, n: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / n.max(1) as f64
 }
@@ -620,7 +642,7 @@ fn run_sipp(
     n: u64,
     rate: u64,
     transport: &str,
-) -> (u64, Duration, Duration) {
+) -> (u64, Duration, KernelShare) {
     let scenario = dir.join("reg.xml");
     std::fs::write(&scenario, SIPP_SCENARIO).expect("write scenario");
     // Users from n upward, so SIPp's AORs never collide with the gateway's.
@@ -631,7 +653,7 @@ fn run_sipp(
     let users = dir.join("users.csv");
     std::fs::write(&users, csv).expect("write users");
     let mode = if transport == "tcp" { "t1" } else { "u1" };
-    let before = cpu_times("self").1;
+    let before = cpu_split("self");
     let t0 = Instant::now();
     let out = Command::new("sipp")
         .current_dir(dir)
@@ -658,7 +680,11 @@ fn run_sipp(
         .stderr(Stdio::piped())
         .output();
     let took = t0.elapsed();
-    let cpu = cpu_times("self").1.saturating_sub(before);
+    let after = cpu_split("self");
+    let cpu = KernelShare {
+        user: after.child_user.saturating_sub(before.child_user),
+        system: after.child_system.saturating_sub(before.child_system),
+    };
     let out = match out {
         Ok(o) => o,
         Err(e) => usage(&format!(
@@ -732,6 +758,7 @@ async fn versus_sipp(args: &Args) {
         .await;
         let took = g.started.elapsed();
         let cpu = g.cpu();
+        let split = cpu_split(&g.pid());
         let m = g.metrics().await.unwrap_or_default();
         let sent = m.get("vigil_register_sent_total").copied().unwrap_or(0.0);
         let retrans = m
@@ -743,12 +770,18 @@ async fn versus_sipp(args: &Args) {
         vigil_us.push(v);
         println!(
             "  round {round} vigil: {} registrations ({sent} REGISTERs sent, {retrans} retransmitted) in {:.1} s; \
-             CPU {:.2} s = {v:.1} µs/registration (start-up and load {:.2} s; without it {:.1} µs)",
+             CPU {:.2} s = {v:.1} µs/registration (start-up and load {:.2} s; without it {:.1} µs; \
+             {} with start-up)",
             args.devices,
             took.as_secs_f64(),
             cpu.as_secs_f64(),
             startup_cpu.as_secs_f64(),
             us_per(cpu.saturating_sub(startup_cpu), args.devices),
+            KernelShare {
+                user: split.user,
+                system: split.system
+            }
+            .describe(args.devices),
         );
 
         let (ok, took, cpu) = run_sipp(
@@ -758,13 +791,14 @@ async fn versus_sipp(args: &Args) {
             args.rate,
             &args.transport,
         );
-        let s = us_per(cpu, args.devices);
+        let s = us_per(cpu.total(), args.devices);
         sipp_us.push(s);
         println!(
-            "  round {round} sipp:  {ok} of {} registrations in {:.1} s; CPU {:.2} s = {s:.1} µs/registration",
+            "  round {round} sipp:  {ok} of {} registrations in {:.1} s; CPU {:.2} s = {s:.1} µs/registration ({})",
             args.devices,
             took.as_secs_f64(),
-            cpu.as_secs_f64(),
+            cpu.total().as_secs_f64(),
+            cpu.describe(args.devices),
         );
         assert_eq!(ok, args.devices, "SIPp did not complete every registration");
         println!(

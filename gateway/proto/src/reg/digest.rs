@@ -383,7 +383,11 @@ pub(crate) fn authorize(
         };
         s.nc = nc;
         s.used = true;
-        out.push((s.kind, creds.to_string()));
+        // Sized for a typical header, so printing it does not grow the string step by step.
+        let mut text = String::with_capacity(384);
+        // Writing into a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{creds}"));
+        out.push((s.kind, text));
     }
     store(auth, &list, domain);
     out
