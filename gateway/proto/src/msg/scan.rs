@@ -231,13 +231,20 @@ pub(crate) fn decimal_value(value: &str, max: u64) -> Result<u64, ValueError> {
 /// Splits a quoted string off the front of `s` (which must start with `"`). Returns the
 /// whole quoted string including its quotes, and the rest.
 pub(crate) fn split_quoted(s: &str) -> Result<(&str, &str), ValueError> {
-    let bytes = s.as_bytes();
-    debug_assert_eq!(bytes.first(), Some(&b'"'));
+    let n = quoted_len(s.as_bytes())?;
+    Ok((&s[..n], &s[n..]))
+}
+
+/// Length of the quoted string (quotes included) at the front of `b`, which must start
+/// with `"`.
+#[inline]
+pub(crate) fn quoted_len(b: &[u8]) -> Result<usize, ValueError> {
+    debug_assert_eq!(b.first(), Some(&b'"'));
     let mut i = 1;
-    while let Some(o) = bytes.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
+    while let Some(o) = b.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
         let at = i + o;
-        if bytes[at] == b'"' {
-            return Ok((&s[..=at], &s[at + 1..]));
+        if b[at] == b'"' {
+            return Ok(at + 1);
         }
         i = at + 2;
     }
