@@ -79,6 +79,11 @@ fn find_line_break(b: &[u8], from: usize) -> usize {
     i
 }
 
+/// Whether `s` holds a CR or LF (the printer's check that a value stays on its line).
+pub(super) fn has_line_break(s: &[u8]) -> bool {
+    find_line_break(s, 0) != s.len()
+}
+
 /// Position of the first `:` at or after `from` if no byte below 0x0E (CR, LF, HTAB, ...)
 /// comes before it. This is how [`split_fast`] finds the end of a header name without a
 /// per-byte loop: a name free of such bytes is recognised by [`Code::lookup_at`] only if
