@@ -196,6 +196,7 @@ impl Printer {
             body: span(head_len, body.len()),
             content_length: Some(body.len()),
             head_len: head_len as u32,
+            to_tag_checked: None,
         }
     }
 }
@@ -535,12 +536,15 @@ impl ResponseBuilder {
     pub fn for_request(req: &Message, status: u16, to_tag: Option<&str>) -> Self {
         let copied = Copied::of(req);
         // A To that is malformed (URI included) gets no tag added, as if it had one.
-        let to_tag = to_tag.filter(|_| {
-            copied.to.is_some()
-                && match req.to_hdr() {
-                    Ok(n) => n.tag().is_none() && n.uri().is_ok(),
-                    Err(_) => false,
-                }
+        let to_tag = to_tag.filter(|_| match req.to_tag_checked {
+            Some(has_tag) => !has_tag,
+            None => {
+                copied.to.is_some()
+                    && match req.to_hdr() {
+                        Ok(n) => n.tag().is_none() && n.uri().is_ok(),
+                        Err(_) => false,
+                    }
+            }
         });
         ResponseBuilder {
             status,
@@ -683,6 +687,27 @@ pub fn cancel_for(invite: &Message) -> Message {
 mod tests {
     use super::*;
     use crate::msg::Method;
+
+    /// A request whose To the transaction layer has checked gets the same response as one
+    /// the builder has to look at itself.
+    #[test]
+    fn noted_to_check_gives_the_same_response() {
+        for to_tag in [None, Some("b7")] {
+            let mut req = RequestBuilder::new(Method::Invite, "sip:bob@example.com")
+                .via("UDP", "10.0.0.1:5060", "z9hG4bK1")
+                .from("sip:alice@example.com", "a1")
+                .to("sip:bob@example.com", to_tag)
+                .call_id("c1@10.0.0.1")
+                .cseq(7)
+                .build();
+            let plain = ResponseBuilder::for_request(&req, 200, Some("t9")).build();
+            let has_tag = req.check_to_tag().expect("valid request");
+            assert_eq!(has_tag, to_tag.is_some());
+            req.note_to_tag_checked(has_tag);
+            let noted = ResponseBuilder::for_request(&req, 200, Some("t9")).build();
+            assert_eq!(plain.as_bytes(), noted.as_bytes());
+        }
+    }
 
     fn invite() -> Message {
         RequestBuilder::new(Method::Invite, "sip:bob@example.com")

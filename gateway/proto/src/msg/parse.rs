@@ -460,6 +460,7 @@ impl Message {
             body,
             content_length,
             head_len: head_len as u32,
+            to_tag_checked: None,
         })
     }
 }

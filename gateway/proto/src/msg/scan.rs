@@ -187,6 +187,19 @@ pub(crate) fn parse_decimal(s: &str, max: u64) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
+    // Up to 19 digits cannot overflow a u64: no checked arithmetic per digit (ports,
+    // sequence numbers and lengths are all this short).
+    if s.len() <= 19 {
+        let mut n: u64 = 0;
+        for b in s.bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + u64::from(d);
+        }
+        return (n <= max).then_some(n);
+    }
     let mut n: u64 = 0;
     for b in s.bytes() {
         if !b.is_ascii_digit() {
@@ -205,6 +218,22 @@ pub(crate) fn decimal_value(value: &str, max: u64) -> Result<u64, ValueError> {
     let v = trim_lws(value);
     if v.is_empty() {
         return Err(ValueError::Empty);
+    }
+    // Up to 19 digits cannot overflow a u64 (see `parse_decimal`).
+    if v.len() <= 19 {
+        let mut n: u64 = 0;
+        for b in v.bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return Err(ValueError::BadNumber);
+            }
+            n = n * 10 + u64::from(d);
+        }
+        return if n <= max {
+            Ok(n)
+        } else {
+            Err(ValueError::NumberTooLarge)
+        };
     }
     // One pass: a non-digit anywhere is "not a number" even after an overflow.
     let mut n: u64 = 0;
