@@ -133,6 +133,24 @@ impl Printer {
     /// Writes `name: value suffix` CRLF. `code` is the name's code when the caller knows it
     /// (a known [`HeaderName`]), which saves looking the printed name up again.
     fn line(&mut self, raw_name: &str, code: Option<Code>, value: &str, suffix: &str) {
+        self.line_with(raw_name, code, value, false, suffix);
+    }
+
+    /// Writes a line whose value is a header value of a [`Message`] (parsed or printed):
+    /// already LWS-trimmed and free of CR and LF, so it is copied without either check.
+    /// `name` is a known header, `suffix` is checked as usual.
+    fn copied_line(&mut self, name: &HeaderName, value: &str, suffix: &str) {
+        self.line_with(name.as_str(), name.code(), value, true, suffix);
+    }
+
+    fn line_with(
+        &mut self,
+        raw_name: &str,
+        code: Option<Code>,
+        value: &str,
+        clean: bool,
+        suffix: &str,
+    ) {
         let name_off = self.out.len();
         let code = match code {
             // A known name is spelt canonically here: a token, nothing to sanitize.
@@ -151,9 +169,12 @@ impl Printer {
         };
         let name_len = (self.out.len() - name_off).min(usize::from(u16::MAX));
         self.out.put_slice(b": ");
-        let v = trim_lws_bytes(value.as_bytes());
         let v_off = self.out.len();
-        put_value(&mut self.out, v);
+        if clean {
+            self.out.put_slice(value.as_bytes());
+        } else {
+            put_value(&mut self.out, trim_lws_bytes(value.as_bytes()));
+        }
         if !suffix.is_empty() {
             put_value(&mut self.out, suffix.as_bytes());
         }
@@ -564,12 +585,13 @@ impl ResponseBuilder {
     /// Prints the lines copied from the request (see [`ResponseBuilder::for_request`]):
     /// Via lines first, as they come, then From, To, Call-ID, CSeq and Timestamp.
     fn print_copied(&self, p: &mut Printer) {
+        // Values of the request's header spans: trimmed, no CR or LF (see `copied_line`).
         let c = &self.copied;
         for &v in &c.vias {
-            p.header(&HeaderName::Via, c.text(v));
+            p.copied_line(&HeaderName::Via, c.text(v), "");
         }
         if let Some(f) = c.from {
-            p.header(&HeaderName::From, c.text(f));
+            p.copied_line(&HeaderName::From, c.text(f), "");
         }
         if let Some(t) = c.to {
             // Built from a `&str` in `for_request`, so this is UTF-8.
@@ -578,16 +600,16 @@ impl ResponseBuilder {
                 .as_deref()
                 .and_then(|t| std::str::from_utf8(t).ok())
                 .unwrap_or("");
-            p.line(HeaderName::To.as_str(), Some(Code::To), c.text(t), tag);
+            p.copied_line(&HeaderName::To, c.text(t), tag);
         }
         for (name, v) in [(HeaderName::CallId, c.call_id), (HeaderName::CSeq, c.cseq)] {
             if let Some(v) = v {
-                p.header(&name, c.text(v));
+                p.copied_line(&name, c.text(v), "");
             }
         }
         if self.status == 100 {
             if let Some(ts) = c.timestamp {
-                p.header(&HeaderName::Timestamp, c.text(ts));
+                p.copied_line(&HeaderName::Timestamp, c.text(ts), "");
             }
         }
     }
@@ -701,7 +723,7 @@ mod tests {
                 .cseq(7)
                 .build();
             let plain = ResponseBuilder::for_request(&req, 200, Some("t9")).build();
-            let has_tag = req.check_to_tag().expect("valid request");
+            let has_tag = req.check_to_tag(false).expect("valid request");
             assert_eq!(has_tag, to_tag.is_some());
             req.note_to_tag_checked(has_tag);
             let noted = ResponseBuilder::for_request(&req, 200, Some("t9")).build();

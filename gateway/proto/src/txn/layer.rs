@@ -329,7 +329,8 @@ impl Transactions {
             self.reject(request, peer, 503, Rejection::Overloaded);
             return;
         }
-        let to_has_tag = match request.check_to_tag() {
+        // The key came from the top Via, so `check` need not parse it again.
+        let to_has_tag = match request.check_to_tag(true) {
             Ok(t) => t,
             Err(e) => {
                 let status = e.suggested_status().unwrap_or(400);
