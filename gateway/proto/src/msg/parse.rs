@@ -1,7 +1,14 @@
-//! The message splitter: one pass over the bytes with `memchr`, recording the start line,
-//! one span per header field and the body. Nothing is allocated unless a header is folded
-//! (then the buffer is copied once with the fold's CRLF turned into spaces, keeping offsets)
-//! or there are more header fields than the inline capacity.
+//! The message splitter: one pass over the bytes, recording the start line, one span per
+//! header field and the body. Nothing is allocated unless a header is folded (then the
+//! buffer is copied once with the fold's CRLF turned into spaces, keeping offsets) or there
+//! are more header fields than the inline capacity.
+//!
+//! Header lines are short, so the searches (the colon, the line end) test eight or sixteen
+//! bytes at a time inline rather than call `memchr`, whose per-call cost exceeds a short
+//! line's scan. Two splitters share the framing rules: [`split_fast`] takes the common case
+//! (well-formed, unfolded) and gives up on anything else; [`split_exact`] checks every rule
+//! in order and is the only one that reports errors, so both the offsets of errors and the
+//! spans of valid messages are the exact splitter's (a unit test compares the two).
 //!
 //! Framing rules: leading CRLFs are skipped (RFC 3261 §7.5); lines end in CRLF and a bare CR
 //! or LF in the header section is an error; Content-Length frames the body and octets past it

@@ -284,7 +284,7 @@ impl Transactions {
         self.finish_client(now, txn, step);
     }
 
-    fn handle_request(&mut self, now: Instant, request: Message, peer: Peer) {
+    fn handle_request(&mut self, now: Instant, mut request: Message, peer: Peer) {
         let Some(method) = request.method() else {
             return;
         };
@@ -383,7 +383,6 @@ impl Transactions {
         txn.peer_hash = self.remember_peer(peer, id.into());
         self.servers.insert(id, txn);
         // Checked above: the TU's response builder can skip parsing To again.
-        let mut request = request;
         request.note_to_tag_checked(to_has_tag);
         self.emit(TxnEvent::Request {
             id,
