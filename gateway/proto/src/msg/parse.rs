@@ -16,11 +16,11 @@
 //! rest of the buffer (datagram rule, RFC 4475 §3.4.1).
 
 use bytes::{Bytes, BytesMut};
-use memchr::{memchr, memrchr};
+use memchr::memchr;
 use smallvec::SmallVec;
 
 use super::header::Code;
-use super::scan::{is_lws, is_token, parse_decimal, span_of, TOKEN};
+use super::scan::{find_byte, is_lws, is_token, parse_decimal, span_of, TOKEN};
 use super::{
     HeaderSpan, Message, ParseError, Span, StartLine, UriError, MAX_HEADERS, MAX_MESSAGE_LEN,
 };
@@ -149,7 +149,8 @@ fn span(off: usize, len: usize) -> Span {
 }
 
 fn check_version(v: &[u8]) -> Result<(), ParseError> {
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+    // Everyone writes it in capitals: one comparison before the case-insensitive one.
+    if v == b"SIP/2.0" || v.eq_ignore_ascii_case(b"SIP/2.0") {
         return Ok(());
     }
     // A well-formed version we do not speak gets 505 (RFC 4475 §3.1.2.16).
@@ -178,10 +179,10 @@ fn has_space_or_control(s: &[u8]) -> bool {
 
 fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
-        let sp = memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+        let sp = find_byte(line, b' ').ok_or(ParseError::BadStartLine)?;
         check_version(&line[..sp])?;
         let rest = &line[sp + 1..];
-        let code_end = memchr(b' ', rest).unwrap_or(rest.len());
+        let code_end = find_byte(rest, b' ').unwrap_or(rest.len());
         let code = &rest[..code_end];
         if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
             return Err(ParseError::BadStatusCode);
@@ -196,12 +197,17 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
             reason: span(reason_off, line.len() - reason_off),
         });
     }
-    let sp1 = memchr(b' ', line).ok_or(ParseError::MissingStartLine)?;
+    // The method and the version are short, so plain loops find their spaces sooner than
+    // `memchr` calls would.
+    let sp1 = find_byte(line, b' ').ok_or(ParseError::MissingStartLine)?;
     let method = &line[..sp1];
     if method.is_empty() || !method.iter().copied().all(is_token) {
         return Err(ParseError::BadMethod);
     }
-    let sp2 = memrchr(b' ', line).ok_or(ParseError::MissingStartLine)?;
+    let sp2 = line
+        .iter()
+        .rposition(|&c| c == b' ')
+        .ok_or(ParseError::MissingStartLine)?;
     if sp2 == sp1 {
         return Err(ParseError::BadStartLine);
     }
