@@ -225,9 +225,16 @@ impl Message {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        self.vias()
+        // The first element of the first Via line, without the adapters of `vias`.
+        let h = self
+            .headers
+            .iter()
+            .find(|h| h.code == Some(Code::Via))
+            .ok_or(ParseError::MissingHeader(HeaderName::Via))?;
+        ListIter::new(self.text(h.value), Via::parse_prefix)
             .next()
-            .unwrap_or(Err(ParseError::MissingHeader(HeaderName::Via)))
+            .unwrap_or(Err(ValueError::EmptyElement))
+            .map_err(|e| ParseError::value(HeaderName::Via, e))
     }
 
     /// Call-ID: `word ["@" word]`, compared byte for byte.
@@ -459,6 +466,13 @@ impl Message {
     /// Record-Route and Content-Type. The first error found is returned; for requests its
     /// [`ParseError::suggested_status`] is the response to send.
     pub fn check(&self) -> Result<(), ParseError> {
+        self.check_to_tag(false).map(|_| ())
+    }
+
+    /// [`Message::check`], also telling whether the To header has a tag (the transaction
+    /// layer notes it with [`Message::note_to_tag_checked`]). `top_via_ok`: the caller has
+    /// parsed [`Message::top_via`] without error, so it need not be parsed again.
+    pub(crate) fn check_to_tag(&self, top_via_ok: bool) -> Result<bool, ParseError> {
         if let Some(uri) = self.request_uri() {
             if uri?.headers_raw().is_some() {
                 // RFC 4475 §3.1.2.11: we take the "reject" choice.
@@ -469,21 +483,33 @@ impl Message {
         // whether it repeats) and which list headers are present; the checks then run in the
         // same order as the getters would, so the first error is the same.
         let seen = Seen::scan(&self.headers);
-        // Every Via, top first, each parsed once; none at all is the top Via's error.
+        // Every Via, top first, each parsed once; none at all is the top Via's error. A
+        // first Via line without a comma holds only the top Via, so when the caller has
+        // parsed that already (`top_via_ok`) the line is valid and is not parsed again.
         let mut vias = 0usize;
         if seen.has(Code::Via) {
-            for v in self.vias() {
-                v?;
-                vias += 1;
+            let via_lines = self.headers.iter().filter(|h| h.code == Some(Code::Via));
+            for (i, h) in via_lines.enumerate() {
+                let v = self.text(h.value);
+                if i == 0 && top_via_ok && !v.as_bytes().contains(&b',') {
+                    vias += 1;
+                    continue;
+                }
+                for r in ListIter::new(v, Via::parse_prefix) {
+                    r.map_err(|e| ParseError::value(HeaderName::Via, e))?;
+                    vias += 1;
+                }
             }
         }
         if vias == 0 {
             return Err(ParseError::MissingHeader(HeaderName::Via));
         }
+        let mut to_has_tag = false;
         for code in [Code::From, Code::To] {
             let v = self.seen_single(&seen, code)?;
-            NameAddr::parse_checked(v)
+            let n = NameAddr::parse_checked(v)
                 .map_err(|e| ParseError::value(HeaderName::from_code(code), e))?;
+            to_has_tag = n.tag().is_some();
         }
         Self::call_id_value(self.seen_single(&seen, Code::CallId)?)?;
         self.cseq_value(self.seen_single(&seen, Code::CSeq)?)?;
@@ -509,7 +535,12 @@ impl Message {
             }
         }
         Self::content_type_value(self.seen_opt_single(&seen, Code::ContentType)?)?;
-        Ok(())
+        Ok(to_has_tag)
+    }
+
+    /// Notes what [`Message::check_to_tag`] found, for [`super::ResponseBuilder::for_request`].
+    pub(crate) fn note_to_tag_checked(&mut self, has_tag: bool) {
+        self.to_tag_checked = Some(has_tag);
     }
 
     /// [`Message::opt_single`] answered from a [`Seen`] instead of a scan.

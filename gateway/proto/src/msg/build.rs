@@ -40,9 +40,16 @@ fn put_sanitized(out: &mut BytesMut, s: &[u8], bad: impl Fn(u8) -> bool, with: u
     }
 }
 
+/// `s` without LWS at either end.
+fn trim_lws_bytes(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_lws(b)).map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
 /// Pushes `s` with CR and LF replaced by spaces, so a value cannot end its line early.
 fn put_value(out: &mut BytesMut, s: &[u8]) {
-    if memchr::memchr2(b'\r', b'\n', s).is_none() {
+    if !super::parse::has_line_break(s) {
         out.put_slice(s);
     } else {
         put_sanitized(out, s, |b| b == b'\r' || b == b'\n', b' ');
@@ -126,17 +133,48 @@ impl Printer {
     /// Writes `name: value suffix` CRLF. `code` is the name's code when the caller knows it
     /// (a known [`HeaderName`]), which saves looking the printed name up again.
     fn line(&mut self, raw_name: &str, code: Option<Code>, value: &str, suffix: &str) {
+        self.line_with(raw_name, code, value, false, suffix);
+    }
+
+    /// Writes a line whose value is a header value of a [`Message`] (parsed or printed):
+    /// already LWS-trimmed and free of CR and LF, so it is copied without either check.
+    /// `name` is a known header, `suffix` is checked as usual.
+    fn copied_line(&mut self, name: &HeaderName, value: &str, suffix: &str) {
+        self.line_with(name.as_str(), name.code(), value, true, suffix);
+    }
+
+    fn line_with(
+        &mut self,
+        raw_name: &str,
+        code: Option<Code>,
+        value: &str,
+        clean: bool,
+        suffix: &str,
+    ) {
         let name_off = self.out.len();
-        let n = if raw_name.is_empty() { "X" } else { raw_name };
-        // The parser takes names of at most 65535 bytes.
-        let n = &n.as_bytes()[..n.len().min(usize::from(u16::MAX))];
-        put_sanitized(&mut self.out, n, |b| !is_token(b), b'_');
+        let code = match code {
+            // A known name is spelt canonically here: a token, nothing to sanitize.
+            Some(c) => {
+                self.out.put_slice(raw_name.as_bytes());
+                Some(c)
+            }
+            None => {
+                let n = if raw_name.is_empty() { "X" } else { raw_name };
+                // The parser takes names of at most 65535 bytes.
+                let n = &n.as_bytes()[..n.len().min(usize::from(u16::MAX))];
+                put_sanitized(&mut self.out, n, |b| !is_token(b), b'_');
+                let name_len = self.out.len() - name_off;
+                Code::lookup(&self.out[name_off..name_off + name_len])
+            }
+        };
         let name_len = (self.out.len() - name_off).min(usize::from(u16::MAX));
-        let code = code.or_else(|| Code::lookup(&self.out[name_off..name_off + name_len]));
         self.out.put_slice(b": ");
-        let v = value.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8));
         let v_off = self.out.len();
-        put_value(&mut self.out, v.as_bytes());
+        if clean {
+            self.out.put_slice(value.as_bytes());
+        } else {
+            put_value(&mut self.out, trim_lws_bytes(value.as_bytes()));
+        }
         if !suffix.is_empty() {
             put_value(&mut self.out, suffix.as_bytes());
         }
@@ -179,6 +217,7 @@ impl Printer {
             body: span(head_len, body.len()),
             content_length: Some(body.len()),
             head_len: head_len as u32,
+            to_tag_checked: None,
         }
     }
 }
@@ -453,10 +492,8 @@ impl RequestBuilder {
 pub struct ResponseBuilder {
     status: u16,
     reason: Option<String>,
-    /// The request whose Via, From, To, Call-ID, CSeq (and, for a 100, Timestamp) lines are
-    /// copied when the response is printed. A clone shares the request's bytes, so the
-    /// values are copied once, into the response, instead of into owned strings first.
-    request: Message,
+    /// The request lines the response copies.
+    copied: Copied,
     /// The To tag to append (`;tag=` included), only if the request's To has none. Inline:
     /// tags are short, and this is on every transaction's path.
     to_tag: Option<SmallVec<[u8; 40]>>,
@@ -464,22 +501,76 @@ pub struct ResponseBuilder {
     body: Option<(String, Bytes)>,
 }
 
+/// Where the request's Via lines and first From, To, Call-ID, CSeq and Timestamp are, noted
+/// in one pass over its header spans. Holding the request's head (shared, not copied) and
+/// these spans instead of a clone of the whole [`Message`] keeps the builder small: it is
+/// moved on every call of its by-value API, on every transaction's path.
+#[derive(Clone, Debug)]
+struct Copied {
+    head: bytestring::ByteString,
+    vias: SmallVec<[Span; 4]>,
+    from: Option<Span>,
+    to: Option<Span>,
+    call_id: Option<Span>,
+    cseq: Option<Span>,
+    timestamp: Option<Span>,
+}
+
+impl Copied {
+    fn of(req: &Message) -> Copied {
+        let mut c = Copied {
+            head: req.head.clone(),
+            vias: SmallVec::new(),
+            from: None,
+            to: None,
+            call_id: None,
+            cseq: None,
+            timestamp: None,
+        };
+        for h in &req.headers {
+            let slot = match h.code {
+                Some(Code::Via) => {
+                    c.vias.push(h.value);
+                    continue;
+                }
+                Some(Code::From) => &mut c.from,
+                Some(Code::To) => &mut c.to,
+                Some(Code::CallId) => &mut c.call_id,
+                Some(Code::CSeq) => &mut c.cseq,
+                Some(Code::Timestamp) => &mut c.timestamp,
+                _ => continue,
+            };
+            slot.get_or_insert(h.value);
+        }
+        c
+    }
+
+    fn text(&self, s: Span) -> &str {
+        // Spans of the request's head, which starts and ends at ASCII delimiters.
+        self.head.get(s.range()).unwrap_or_default()
+    }
+}
+
 impl ResponseBuilder {
     /// Copies all Via lines, From, To (adding `;tag={to_tag}` if the To has no tag), Call-ID
     /// and CSeq from `req`, and Timestamp for a 100 (§8.2.6.1).
     pub fn for_request(req: &Message, status: u16, to_tag: Option<&str>) -> Self {
+        let copied = Copied::of(req);
         // A To that is malformed (URI included) gets no tag added, as if it had one.
-        let to_tag = to_tag.filter(|_| {
-            req.header(HeaderName::To).is_some()
-                && match req.to_hdr() {
-                    Ok(n) => n.tag().is_none() && n.uri().is_ok(),
-                    Err(_) => false,
-                }
+        let to_tag = to_tag.filter(|_| match req.to_tag_checked {
+            Some(has_tag) => !has_tag,
+            None => {
+                copied.to.is_some()
+                    && match req.to_hdr() {
+                        Ok(n) => n.tag().is_none() && n.uri().is_ok(),
+                        Err(_) => false,
+                    }
+            }
         });
         ResponseBuilder {
             status,
             reason: None,
-            request: req.clone(),
+            copied,
             to_tag: to_tag.map(|t| {
                 let mut v = SmallVec::new();
                 v.extend_from_slice(b";tag=");
@@ -491,49 +582,34 @@ impl ResponseBuilder {
         }
     }
 
-    /// Prints the lines copied from the request (see [`ResponseBuilder::for_request`]).
-    ///
-    /// One pass over the request's header spans: Via lines are printed as they come (they
-    /// come first in the response too), and the first From, To, Call-ID, CSeq and Timestamp
-    /// are noted and printed after, in that order.
+    /// Prints the lines copied from the request (see [`ResponseBuilder::for_request`]):
+    /// Via lines first, as they come, then From, To, Call-ID, CSeq and Timestamp.
     fn print_copied(&self, p: &mut Printer) {
-        let req = &self.request;
-        let [mut from, mut to, mut call_id, mut cseq, mut timestamp] = [None::<Span>; 5];
-        for h in &req.headers {
-            let slot = match h.code {
-                Some(Code::Via) => {
-                    p.header(&HeaderName::Via, req.text(h.value));
-                    continue;
-                }
-                Some(Code::From) => &mut from,
-                Some(Code::To) => &mut to,
-                Some(Code::CallId) => &mut call_id,
-                Some(Code::CSeq) => &mut cseq,
-                Some(Code::Timestamp) => &mut timestamp,
-                _ => continue,
-            };
-            slot.get_or_insert(h.value);
+        // Values of the request's header spans: trimmed, no CR or LF (see `copied_line`).
+        let c = &self.copied;
+        for &v in &c.vias {
+            p.copied_line(&HeaderName::Via, c.text(v), "");
         }
-        if let Some(f) = from {
-            p.header(&HeaderName::From, req.text(f));
+        if let Some(f) = c.from {
+            p.copied_line(&HeaderName::From, c.text(f), "");
         }
-        if let Some(t) = to {
+        if let Some(t) = c.to {
             // Built from a `&str` in `for_request`, so this is UTF-8.
             let tag = self
                 .to_tag
                 .as_deref()
                 .and_then(|t| std::str::from_utf8(t).ok())
                 .unwrap_or("");
-            p.line(HeaderName::To.as_str(), Some(Code::To), req.text(t), tag);
+            p.copied_line(&HeaderName::To, c.text(t), tag);
         }
-        for (name, v) in [(HeaderName::CallId, call_id), (HeaderName::CSeq, cseq)] {
+        for (name, v) in [(HeaderName::CallId, c.call_id), (HeaderName::CSeq, c.cseq)] {
             if let Some(v) = v {
-                p.header(&name, req.text(v));
+                p.copied_line(&name, c.text(v), "");
             }
         }
         if self.status == 100 {
-            if let Some(ts) = timestamp {
-                p.header(&HeaderName::Timestamp, req.text(ts));
+            if let Some(ts) = c.timestamp {
+                p.copied_line(&HeaderName::Timestamp, c.text(ts), "");
             }
         }
     }
@@ -633,6 +709,27 @@ pub fn cancel_for(invite: &Message) -> Message {
 mod tests {
     use super::*;
     use crate::msg::Method;
+
+    /// A request whose To the transaction layer has checked gets the same response as one
+    /// the builder has to look at itself.
+    #[test]
+    fn noted_to_check_gives_the_same_response() {
+        for to_tag in [None, Some("b7")] {
+            let mut req = RequestBuilder::new(Method::Invite, "sip:bob@example.com")
+                .via("UDP", "10.0.0.1:5060", "z9hG4bK1")
+                .from("sip:alice@example.com", "a1")
+                .to("sip:bob@example.com", to_tag)
+                .call_id("c1@10.0.0.1")
+                .cseq(7)
+                .build();
+            let plain = ResponseBuilder::for_request(&req, 200, Some("t9")).build();
+            let has_tag = req.check_to_tag(false).expect("valid request");
+            assert_eq!(has_tag, to_tag.is_some());
+            req.note_to_tag_checked(has_tag);
+            let noted = ResponseBuilder::for_request(&req, 200, Some("t9")).build();
+            assert_eq!(plain.as_bytes(), noted.as_bytes());
+        }
+    }
 
     fn invite() -> Message {
         RequestBuilder::new(Method::Invite, "sip:bob@example.com")

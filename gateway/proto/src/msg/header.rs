@@ -2,8 +2,8 @@
 //!
 //! Names match case-insensitively and compact forms (RFC 3261 §7.3.3 and later RFCs) map to
 //! their long form, so `v:` and `VIA:` both give [`HeaderName::Via`]. Recognising a name never
-//! allocates: the parser lowercases into a stack buffer and matches byte literals. Inside a
-//! parsed message each header span stores only a one-byte [`Code`]; `Other` names are read
+//! allocates: the parser packs the name into three case-folded words and compares them with
+//! the spellings of the same length and first letter. Inside a parsed message each header span stores only a one-byte [`Code`]; `Other` names are read
 //! back from the message bytes.
 
 use std::fmt;
@@ -146,64 +146,48 @@ const fn pack_const(name: &[u8]) -> Packed {
     words
 }
 
-/// Packs `buf[start..start + len]` (`len <= PACK_LEN`). Whole 8-byte words are loaded
-/// straight from `buf` and masked to the name's length, so there is no per-byte loop whose
-/// trip count (and so its mispredicted exit) varies from header to header. Near the end of
-/// `buf` it falls back to assembling bytes.
+/// Packs the `n` bytes (1..=8) of `buf` at `at` into one word, the way [`pack_const`]
+/// does. A whole 8-byte word is loaded and masked to the name's length, so there is no
+/// per-byte loop whose trip count (and so its mispredicted exit) varies from header to
+/// header; near the end of `buf` it falls back to assembling bytes.
 #[inline]
-fn pack_at(buf: &[u8], start: usize, len: usize) -> Packed {
-    let mut words = [FOLD; 3];
-    for (i, w) in words.iter_mut().enumerate() {
-        let n = len.saturating_sub(i * 8).min(8);
-        if n == 0 {
-            break;
-        }
-        let at = start + i * 8;
-        let v = match buf
-            .get(at..at + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        {
-            Some(b) => u64::from_le_bytes(b),
-            None => buf[at..at + n]
-                .iter()
-                .enumerate()
-                .fold(0u64, |v, (k, &b)| v | u64::from(b) << (k * 8)),
-        };
-        let mask = if n == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (n * 8)) - 1
-        };
-        *w |= v & mask;
-    }
-    words
+fn word_at(buf: &[u8], at: usize, n: usize) -> u64 {
+    let v = match buf
+        .get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+    {
+        Some(b) => u64::from_le_bytes(b),
+        None => buf[at..at + n]
+            .iter()
+            .enumerate()
+            .fold(0u64, |v, (k, &b)| v | u64::from(b) << (k * 8)),
+    };
+    (v & (u64::MAX >> ((8 - n) * 8))) | FOLD
 }
 
-/// Open-addressing hash table over [`NAMES`], built at compile time: slot → index + 1.
-const HASH_BITS: u32 = 9;
-const SLOTS: usize = 1 << HASH_BITS;
-/// Multiplier found by search so that every known spelling has its own slot: a lookup is
-/// one multiply, one table load and one comparison. (Should a new name collide, linear
-/// probing keeps the table correct, just one probe slower.)
-const HASH_K: u64 = 0x6b49_cd5a_73b8_08ff;
+/// Spellings by length and first byte: a lookup indexes [`FIRST`] with `len * 32 +
+/// (first byte & 31)` and compares the packed name with the one or two spellings chained
+/// from there. (`& 31` folds case; the non-letters it folds onto letters are told apart
+/// by the comparison.) Entries are index + 1, 0 ends a chain.
+const KEYS: usize = (PACK_LEN + 1) * 32;
 
-const fn slot_of(p: &Packed) -> usize {
-    let x = p[0] ^ p[1].rotate_left(29) ^ p[2].rotate_left(47);
-    (x.wrapping_mul(HASH_K) >> (64 - HASH_BITS)) as usize
+const fn key_of(len: usize, first: u8) -> usize {
+    len * 32 + (first & 31) as usize
 }
 
-const fn build_table() -> [u8; SLOTS] {
-    let mut table = [0u8; SLOTS];
-    let mut i = 0;
-    while i < NAMES.len() {
-        let mut s = slot_of(&pack_const(NAMES[i].0));
-        while table[s] != 0 {
-            s = (s + 1) % SLOTS;
-        }
-        table[s] = (i + 1) as u8;
-        i += 1;
+const fn build_chains() -> ([u8; KEYS], [u8; NAMES.len()]) {
+    let mut first = [0u8; KEYS];
+    let mut next = [0u8; NAMES.len()];
+    // Walk backwards so that each chain lists spellings in table order.
+    let mut i = NAMES.len();
+    while i > 0 {
+        i -= 1;
+        let name = NAMES[i].0;
+        let k = key_of(name.len(), name[0]);
+        next[i] = first[k];
+        first[k] = (i + 1) as u8;
     }
-    table
+    (first, next)
 }
 
 const fn build_packed() -> [Packed; NAMES.len()] {
@@ -216,33 +200,50 @@ const fn build_packed() -> [Packed; NAMES.len()] {
     out
 }
 
-static TABLE: [u8; SLOTS] = build_table();
+const CHAINS: ([u8; KEYS], [u8; NAMES.len()]) = build_chains();
+static FIRST: [u8; KEYS] = CHAINS.0;
+static NEXT: [u8; NAMES.len()] = CHAINS.1;
 static PACKED: [Packed; NAMES.len()] = build_packed();
 
 impl Code {
-    /// Recognises a header name (any case, long or compact) without allocating: one hash
-    /// and usually one three-word comparison. `name` must be a token.
+    /// Recognises a header name (any case, long or compact) without allocating: one table
+    /// load and usually one three-word comparison. `name` must be a token.
     pub(crate) fn lookup(name: &[u8]) -> Option<Code> {
         Self::lookup_at(name, 0, name.len())
     }
 
     /// [`Code::lookup`] of `buf[start..start + len]`, reading whole words of `buf`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup_at(buf: &[u8], start: usize, len: usize) -> Option<Code> {
         if len == 0 || len > PACK_LEN {
             return None;
         }
-        let key = pack_at(buf, start, len);
-        let mut s = slot_of(&key);
+        let mut entry = FIRST[key_of(len, buf[start])];
+        if entry == 0 {
+            return None;
+        }
+        // Every spelling in a chain has length `len`, so only the words the name reaches
+        // are packed and compared; the others are padding on both sides.
+        let w0 = word_at(buf, start, len.min(8));
+        let w1 = if len > 8 {
+            word_at(buf, start + 8, (len - 8).min(8))
+        } else {
+            FOLD
+        };
+        let w2 = if len > 16 {
+            word_at(buf, start + 16, len - 16)
+        } else {
+            FOLD
+        };
         loop {
-            let entry = usize::from(TABLE[s]);
+            let i = usize::from(entry - 1);
+            if PACKED[i] == [w0, w1, w2] {
+                return Some(NAMES[i].1);
+            }
+            entry = NEXT[i];
             if entry == 0 {
                 return None;
             }
-            if PACKED[entry - 1] == key {
-                return Some(NAMES[entry - 1].1);
-            }
-            s = (s + 1) % SLOTS;
         }
     }
 }
@@ -405,13 +406,18 @@ mod tests {
     }
 
     #[test]
-    fn every_known_spelling_has_its_own_slot() {
-        for (i, (name, _)) in NAMES.iter().enumerate() {
-            let slot = slot_of(&pack_const(name));
-            assert_eq!(
-                usize::from(TABLE[slot]),
-                i + 1,
-                "{} needs probing",
+    fn chains_are_short() {
+        // A lookup compares at most this many spellings.
+        for (name, _) in NAMES {
+            let mut n = 0;
+            let mut e = FIRST[key_of(name.len(), name[0])];
+            while e != 0 {
+                n += 1;
+                e = NEXT[usize::from(e - 1)];
+            }
+            assert!(
+                n <= 3,
+                "{} shares its key with {n} spellings",
                 String::from_utf8_lossy(name)
             );
         }

@@ -114,6 +114,10 @@ pub struct Message {
     body: Span,
     content_length: Option<usize>,
     head_len: u32,
+    /// Whether the To header has a tag, noted by the transaction layer when
+    /// [`Message::check`] passed (so To is present once, URI included): a response built
+    /// for the request then need not parse To again. `None` when not known.
+    to_tag_checked: Option<bool>,
 }
 
 /// A header field as it appears in a message.

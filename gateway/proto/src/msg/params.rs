@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::scan::{is_extra, skip_lws, split_quoted, unquote, GEN_VALUE};
+use super::scan::{is_extra, is_lws, quoted_len, span_of, unquote, GEN_VALUE, TOKEN};
 use super::ValueError;
 
 /// A validated parameter section (possibly empty) borrowed from a header value.
@@ -16,44 +16,85 @@ pub struct Params<'a> {
     raw: &'a str,
 }
 
-/// Length of the run of `gen-value` characters (token, plus what a `host`, an IPv6
-/// reference, needs) at the start of `v`.
+/// One `; name [= value]` found by [`next_param_at`]: byte offsets into the section.
+struct Found {
+    name: (usize, usize),
+    value: Option<(usize, usize)>,
+    /// Where the parameter ends (LWS after a valueless name is left for the caller).
+    end: usize,
+}
+
 #[inline]
-fn value_len(v: &str) -> usize {
-    v.bytes()
-        .position(|b| !is_extra(b, GEN_VALUE))
-        .unwrap_or(v.len())
+fn skip_lws_at(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && is_lws(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// Reads one `; name [= value]` from `b[i..]`. `Ok(None)` when it (after LWS) does not
+/// start with `;`. Works on offsets so that the loop over a section keeps no `&str`
+/// re-slicing (and its char-boundary checks) on the hot path; every offset it returns is
+/// at an ASCII byte, so callers can slice the `&str` there.
+#[inline(always)]
+fn next_param_at(b: &[u8], i: usize) -> Result<Option<Found>, ValueError> {
+    let i = skip_lws_at(b, i);
+    if b.get(i) != Some(&b';') {
+        return Ok(None);
+    }
+    let ns = skip_lws_at(b, i + 1);
+    let ne = ns + span_of(&b[ns..], TOKEN);
+    if ne == ns {
+        return Err(ValueError::BadParam);
+    }
+    let eq = skip_lws_at(b, ne);
+    if b.get(eq) != Some(&b'=') {
+        return Ok(Some(Found {
+            name: (ns, ne),
+            value: None,
+            end: ne,
+        }));
+    }
+    let vs = skip_lws_at(b, eq + 1);
+    let ve = if b.get(vs) == Some(&b'"') {
+        vs + quoted_len(&b[vs..])?
+    } else {
+        let n = b[vs..]
+            .iter()
+            .position(|&c| !is_extra(c, GEN_VALUE))
+            .unwrap_or(b.len() - vs);
+        if n == 0 {
+            return Err(ValueError::BadParam);
+        }
+        vs + n
+    };
+    Ok(Some(Found {
+        name: (ns, ne),
+        value: Some((vs, ve)),
+        end: ve,
+    }))
+}
+
+/// Whether the token `name` equals `lower` (a lowercase literal) ignoring case. For token
+/// characters `| 0x20` lowercases letters and maps no other token character onto a
+/// letter, digit, `-`, `+` or `.`, so one OR per byte replaces a case conversion of both.
+#[inline]
+fn token_is(name: &[u8], lower: &str) -> bool {
+    debug_assert!(!lower.bytes().any(|c| c.is_ascii_uppercase()));
+    name.len() == lower.len() && name.iter().zip(lower.bytes()).all(|(&c, l)| c | 0x20 == l)
 }
 
 /// Reads one `; name [= value]` from the front of `s`. `Ok(None)` when `s` (after LWS)
 /// does not start with `;`.
 #[allow(clippy::type_complexity)]
 fn next_param(s: &str) -> Result<Option<(&str, Option<&str>, &str)>, ValueError> {
-    let s = skip_lws(s);
-    let Some(s) = s.strip_prefix(';') else {
-        return Ok(None);
-    };
-    let s = skip_lws(s);
-    let name_end = super::scan::span_of(s.as_bytes(), super::scan::TOKEN);
-    if name_end == 0 {
-        return Err(ValueError::BadParam);
-    }
-    let name = &s[..name_end];
-    let after = skip_lws(&s[name_end..]);
-    let Some(v) = after.strip_prefix('=') else {
-        // No value: keep the LWS for the caller, who checks what follows.
-        return Ok(Some((name, None, &s[name_end..])));
-    };
-    let v = skip_lws(v);
-    if v.starts_with('"') {
-        let (q, rest) = split_quoted(v)?;
-        return Ok(Some((name, Some(q), rest)));
-    }
-    let end = value_len(v);
-    if end == 0 {
-        return Err(ValueError::BadParam);
-    }
-    Ok(Some((name, Some(&v[..end]), &v[end..])))
+    Ok(next_param_at(s.as_bytes(), 0)?.map(|f| {
+        (
+            &s[f.name.0..f.name.1],
+            f.value.map(|(vs, ve)| &s[vs..ve]),
+            &s[f.end..],
+        )
+    }))
 }
 
 impl<'a> Params<'a> {
@@ -72,19 +113,26 @@ impl<'a> Params<'a> {
         s: &'a str,
         names: [&str; N],
     ) -> Result<(Params<'a>, &'a str, [Option<Option<&'a str>>; N]), ValueError> {
-        let start = skip_lws(s);
-        let mut rest = start;
+        let b = s.as_bytes();
+        let start = skip_lws_at(b, 0);
+        let mut end = start;
         let mut found = [None; N];
-        while let Some((n, v, r)) = next_param(rest)? {
+        while let Some(f) = next_param_at(b, end)? {
+            let name = &b[f.name.0..f.name.1];
             for (want, slot) in names.iter().zip(found.iter_mut()) {
-                if slot.is_none() && n.len() == want.len() && n.eq_ignore_ascii_case(want) {
-                    *slot = Some(v);
+                if slot.is_none() && token_is(name, want) {
+                    *slot = Some(f.value.map(|(vs, ve)| &s[vs..ve]));
                 }
             }
-            rest = r;
+            end = f.end;
         }
-        let raw = &start[..start.len() - rest.len()];
-        Ok((Params { raw }, skip_lws(rest), found))
+        Ok((
+            Params {
+                raw: &s[start..end],
+            },
+            &s[skip_lws_at(b, end)..],
+            found,
+        ))
     }
 
     /// Parses a whole string as a parameter section; trailing text is an error.

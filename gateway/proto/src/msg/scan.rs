@@ -187,6 +187,19 @@ pub(crate) fn parse_decimal(s: &str, max: u64) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
+    // Up to 19 digits cannot overflow a u64: no checked arithmetic per digit (ports,
+    // sequence numbers and lengths are all this short).
+    if s.len() <= 19 {
+        let mut n: u64 = 0;
+        for b in s.bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + u64::from(d);
+        }
+        return (n <= max).then_some(n);
+    }
     let mut n: u64 = 0;
     for b in s.bytes() {
         if !b.is_ascii_digit() {
@@ -205,6 +218,22 @@ pub(crate) fn decimal_value(value: &str, max: u64) -> Result<u64, ValueError> {
     let v = trim_lws(value);
     if v.is_empty() {
         return Err(ValueError::Empty);
+    }
+    // Up to 19 digits cannot overflow a u64 (see `parse_decimal`).
+    if v.len() <= 19 {
+        let mut n: u64 = 0;
+        for b in v.bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return Err(ValueError::BadNumber);
+            }
+            n = n * 10 + u64::from(d);
+        }
+        return if n <= max {
+            Ok(n)
+        } else {
+            Err(ValueError::NumberTooLarge)
+        };
     }
     // One pass: a non-digit anywhere is "not a number" even after an overflow.
     let mut n: u64 = 0;
@@ -231,13 +260,20 @@ pub(crate) fn decimal_value(value: &str, max: u64) -> Result<u64, ValueError> {
 /// Splits a quoted string off the front of `s` (which must start with `"`). Returns the
 /// whole quoted string including its quotes, and the rest.
 pub(crate) fn split_quoted(s: &str) -> Result<(&str, &str), ValueError> {
-    let bytes = s.as_bytes();
-    debug_assert_eq!(bytes.first(), Some(&b'"'));
+    let n = quoted_len(s.as_bytes())?;
+    Ok((&s[..n], &s[n..]))
+}
+
+/// Length of the quoted string (quotes included) at the front of `b`, which must start
+/// with `"`.
+#[inline]
+pub(crate) fn quoted_len(b: &[u8]) -> Result<usize, ValueError> {
+    debug_assert_eq!(b.first(), Some(&b'"'));
     let mut i = 1;
-    while let Some(o) = bytes.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
+    while let Some(o) = b.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
         let at = i + o;
-        if bytes[at] == b'"' {
-            return Ok((&s[..=at], &s[at + 1..]));
+        if b[at] == b'"' {
+            return Ok(at + 1);
         }
         i = at + 2;
     }

@@ -284,7 +284,7 @@ impl Transactions {
         self.finish_client(now, txn, step);
     }
 
-    fn handle_request(&mut self, now: Instant, request: Message, peer: Peer) {
+    fn handle_request(&mut self, now: Instant, mut request: Message, peer: Peer) {
         let Some(method) = request.method() else {
             return;
         };
@@ -329,11 +329,15 @@ impl Transactions {
             self.reject(request, peer, 503, Rejection::Overloaded);
             return;
         }
-        if let Err(e) = request.check() {
-            let status = e.suggested_status().unwrap_or(400);
-            self.reject(request, peer, status, Rejection::Malformed(e));
-            return;
-        }
+        // The key came from the top Via, so `check` need not parse it again.
+        let to_has_tag = match request.check_to_tag(true) {
+            Ok(t) => t,
+            Err(e) => {
+                let status = e.suggested_status().unwrap_or(400);
+                self.reject(request, peer, status, Rejection::Malformed(e));
+                return;
+            }
+        };
         let cancels = if method == Method::Cancel {
             ServerKeyRef::for_request(&request, &invite)
                 .ok()
@@ -378,6 +382,8 @@ impl Transactions {
         let mut txn = ServerTxn::start(&mut io, id, (owned, key_hash), peer, &request, legacy);
         txn.peer_hash = self.remember_peer(peer, id.into());
         self.servers.insert(id, txn);
+        // Checked above: the TU's response builder can skip parsing To again.
+        request.note_to_tag_checked(to_has_tag);
         self.emit(TxnEvent::Request {
             id,
             request,
