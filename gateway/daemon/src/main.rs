@@ -10,12 +10,6 @@ use tracing::info;
 use tracing_subscriber::EnvFilter;
 use vigil_gateway::{Config, Gateway, ListenSpec};
 
-/// mimalloc instead of glibc's malloc: the SIP, API and store threads allocate small blocks
-/// at a high rate (messages, request bodies, rows), where glibc's arenas spent a tenth of
-/// the gateway's CPU in malloc/free and their consolidation.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Vigil: push and registration gateway for mobile SIP apps.
 #[derive(Debug, Parser)]
 #[command(version, about)]
