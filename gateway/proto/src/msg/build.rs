@@ -57,7 +57,7 @@ fn put_value(out: &mut BytesMut, s: &[u8]) {
 }
 
 /// The decimal digits of `n`, written into `buf` without going through `fmt`.
-fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
+pub(crate) fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;

@@ -44,12 +44,12 @@ mod uri;
 mod values;
 mod via;
 
-/// The printer behind the builders, for crate-internal hot paths (the registration engine's
-/// REGISTER) that assemble values in a scratch buffer instead of owning each one.
-pub(crate) use build::Printer;
 pub use build::{
     ack_for_non_2xx, cancel_for, default_reason, name_addr, RequestBuilder, ResponseBuilder,
 };
+/// The printer behind the builders, for crate-internal hot paths (the registration engine's
+/// REGISTER) that assemble values in a scratch buffer instead of owning each one.
+pub(crate) use build::{decimal, Printer};
 pub use contact::{Contact, Contacts};
 pub use edit::{EditError, Editor};
 pub use error::{ParseError, UriError, ValueError};
