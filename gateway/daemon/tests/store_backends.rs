@@ -6,6 +6,7 @@
 // Tests panic on the unexpected: unwrap is the assertion.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::Row;
@@ -200,6 +201,71 @@ async fn upsert_runs_keep_write_order(store: Arc<dyn Store>) {
     );
 }
 
+/// State changes in one batch go out grouped by (state, status), several devices per
+/// statement: the same device twice (the later write wins), a device deleted between two of
+/// its changes, and more devices than one statement takes.
+async fn state_runs_keep_write_order(store: Arc<dyn Store>) {
+    let secrets = SecretBox::from_key(&[5; 32]);
+    let many: Vec<DeviceRecord> = (0..2500)
+        .map(|i| record(&secrets, &format!("st-{i:04}")))
+        .collect();
+    let upserts: Vec<WriteOp> = many
+        .iter()
+        .map(|r| WriteOp::Upsert(Box::new(r.clone())))
+        .collect();
+    store.apply(&upserts).await.unwrap();
+
+    let set = |id: &str, state: &'static str, last_status: i64| WriteOp::SetState {
+        device_id: id.to_owned(),
+        state,
+        last_status,
+    };
+    // 2,500 devices, alternating between two outcomes: three runs' worth, two groups each.
+    let mut ops: Vec<WriteOp> = (0..2500)
+        .map(|i| {
+            let id = format!("st-{i:04}");
+            if i % 2 == 0 {
+                set(&id, "registered", 200)
+            } else {
+                set(&id, "retrying", 503)
+            }
+        })
+        .collect();
+    // st-0000 again: the later write must win, though it is in the same batch.
+    ops.push(set("st-0000", "failed", 403));
+    // st-0001: deleted, then a late state change for it matches no row.
+    ops.push(WriteOp::Delete {
+        device_id: "st-0001".into(),
+    });
+    ops.push(set("st-0001", "registered", 200));
+    ops.push(set("st-0002", "retrying", 408));
+    store.apply(&ops).await.unwrap();
+
+    let all: HashMap<String, (String, i64)> = store
+        .load_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.device_id, (d.state, d.last_status)))
+        .collect();
+    assert_eq!(all.len(), 2499, "only the deleted device is gone");
+    assert!(!all.contains_key("st-0001"));
+    let state = |id: &str| {
+        let (s, n) = &all[id];
+        (s.as_str(), *n)
+    };
+    assert_eq!(state("st-0000"), ("failed", 403), "the later write won");
+    assert_eq!(state("st-0002"), ("retrying", 408), "the later write won");
+    for i in 3..2500 {
+        let want = if i % 2 == 0 {
+            ("registered", 200)
+        } else {
+            ("retrying", 503)
+        };
+        assert_eq!(state(&format!("st-{i:04}")), want, "device st-{i:04}");
+    }
+}
+
 async fn batching_groups_concurrent_writes(store: Arc<dyn Store>, n: usize) {
     let secrets = SecretBox::from_key(&[6; 32]);
     let batcher = WriteBatcher::spawn(store.clone(), BatchConfig::default());
@@ -258,6 +324,12 @@ async fn sqlite_upsert_runs_keep_write_order() {
     upsert_runs_keep_write_order(Arc::new(store)).await;
 }
 
+#[tokio::test]
+async fn sqlite_state_runs_keep_write_order() {
+    let (_dir, store) = sqlite().await;
+    state_runs_keep_write_order(Arc::new(store)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_batching_groups_concurrent_writes() {
     let (_dir, store) = sqlite().await;
@@ -302,6 +374,14 @@ async fn postgres_crud_round_trip() {
 async fn postgres_upsert_runs_keep_write_order() {
     let (fx, store) = PgFixture::new().await;
     upsert_runs_keep_write_order(Arc::new(store.clone())).await;
+    store.close().await;
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_state_runs_keep_write_order() {
+    let (fx, store) = PgFixture::new().await;
+    state_runs_keep_write_order(Arc::new(store.clone())).await;
     store.close().await;
     fx.drop_schema().await;
 }

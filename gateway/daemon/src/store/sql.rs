@@ -24,6 +24,10 @@ const COLUMNS: &str = "device_id, binding_id, contact_token, username, auth_user
 /// and PostgreSQL's 65,535 parameters per statement.
 const UPSERT_ROWS: usize = 500;
 
+/// Devices per run of state changes ([`WriteOp::SetState`]): at most this many parameters
+/// plus two per statement.
+const STATE_ROWS: usize = 1000;
+
 /// What an upsert does to a device that exists: every column takes the new value.
 const UPSERT_CONFLICT: &str = " ON CONFLICT (device_id) DO UPDATE SET \
     binding_id = excluded.binding_id, contact_token = excluded.contact_token, \
@@ -141,9 +145,55 @@ macro_rules! sql_store {
                             .map_err(e("upserting devices"))?;
                         continue;
                     }
+                    // A run of state changes goes in one `UPDATE ... WHERE device_id IN (...)`
+                    // per distinct (state, status): a restart's wave of 2xx answers, a
+                    // thousand bindings a second moving to `registered`, is a few statements
+                    // per batch instead of one round trip each. As with upserts, a device
+                    // seen twice ends the run, so the later write still wins.
+                    if matches!(ops[i], WriteOp::SetState { .. }) {
+                        let mut groups: Vec<((&str, i64), Vec<&str>)> = Vec::new();
+                        let mut seen = std::collections::HashSet::new();
+                        let mut taken = 0;
+                        while let Some(WriteOp::SetState {
+                            device_id,
+                            state,
+                            last_status,
+                        }) = ops.get(i)
+                        {
+                            if taken == STATE_ROWS || !seen.insert(device_id.as_str()) {
+                                break;
+                            }
+                            let key = (*state, *last_status);
+                            match groups.iter_mut().find(|(k, _)| *k == key) {
+                                Some((_, ids)) => ids.push(device_id),
+                                None => groups.push((key, vec![device_id.as_str()])),
+                            }
+                            taken += 1;
+                            i += 1;
+                        }
+                        for ((state, last_status), ids) in groups {
+                            let mut q = sqlx::QueryBuilder::<<$store as HasDb>::Db>::new(
+                                "UPDATE devices SET state = ",
+                            );
+                            q.push_bind(state)
+                                .push(", last_status = ")
+                                .push_bind(last_status)
+                                .push(" WHERE device_id IN (");
+                            let mut list = q.separated(", ");
+                            for id in ids {
+                                list.push_bind(id);
+                            }
+                            list.push_unseparated(")");
+                            q.build()
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(e("updating devices' state"))?;
+                        }
+                        continue;
+                    }
                     match &ops[i] {
                         // Handled above.
-                        WriteOp::Upsert(_) => {}
+                        WriteOp::Upsert(_) | WriteOp::SetState { .. } => {}
                         WriteOp::Touch {
                             device_id,
                             last_put_ms,
@@ -154,22 +204,6 @@ macro_rules! sql_store {
                                 .execute(&mut *tx)
                                 .await
                                 .map_err(e("touching a device"))?;
-                        }
-                        WriteOp::SetState {
-                            device_id,
-                            state,
-                            last_status,
-                        } => {
-                            sqlx::query(
-                                "UPDATE devices SET state = $1, last_status = $2 \
-                                 WHERE device_id = $3",
-                            )
-                            .bind(*state)
-                            .bind(*last_status)
-                            .bind(device_id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(e("updating a device's state"))?;
                         }
                         WriteOp::SetPush {
                             device_id,
