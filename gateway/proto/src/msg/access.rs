@@ -32,12 +32,6 @@ impl<'a> Iterator for Values<'a> {
     }
 }
 
-/// `word` characters of Call-ID (RFC 3261 §25.1), plus `@`: one table load per byte.
-#[inline]
-fn is_callid_char(b: u8) -> bool {
-    super::scan::is_extra(b, super::scan::CALLID)
-}
-
 impl Message {
     #[inline]
     pub(super) fn text(&self, s: Span) -> &str {
@@ -246,7 +240,7 @@ impl Message {
         if v.is_empty() {
             return Err(ParseError::value(HeaderName::CallId, ValueError::Empty));
         }
-        if !v.bytes().all(is_callid_char) {
+        if super::scan::long_run_extra(v.as_bytes(), super::scan::CALLID) != v.len() {
             return Err(ParseError::value(HeaderName::CallId, ValueError::BadToken));
         }
         Ok(v)

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::scan::{is_extra, is_lws, quoted_len, span_of, unquote, GEN_VALUE, TOKEN};
+use super::scan::{is_lws, long_run_extra, quoted_len, span_of, unquote, GEN_VALUE, TOKEN};
 use super::ValueError;
 
 /// A validated parameter section (possibly empty) borrowed from a header value.
@@ -59,10 +59,7 @@ fn next_param_at(b: &[u8], i: usize) -> Result<Option<Found>, ValueError> {
     let ve = if b.get(vs) == Some(&b'"') {
         vs + quoted_len(&b[vs..])?
     } else {
-        let n = b[vs..]
-            .iter()
-            .position(|&c| !is_extra(c, GEN_VALUE))
-            .unwrap_or(b.len() - vs);
+        let n = long_run_extra(&b[vs..], GEN_VALUE);
         if n == 0 {
             return Err(ValueError::BadParam);
         }
