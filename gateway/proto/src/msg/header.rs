@@ -164,6 +164,22 @@ const fn build_masks() -> [Packed; PACK_LEN + 1] {
 
 static MASKS: [Packed; PACK_LEN + 1] = build_masks();
 
+/// Packs the first `len` (1..=[`PACK_LEN`]) bytes of `window`.
+#[inline(always)]
+fn pack_masked(window: &[u8; PACK_LEN], len: usize) -> Packed {
+    let (words, _) = window.as_chunks::<8>();
+    let mask = &MASKS[len];
+    std::array::from_fn(|k| u64::from_le_bytes(words[k]) & mask[k] | FOLD)
+}
+
+/// Packs a name that ends too near the end of its buffer for [`pack_masked`]'s window.
+#[cold]
+fn pack_copied(name: &[u8]) -> Packed {
+    let mut window = [0u8; PACK_LEN];
+    window[..name.len()].copy_from_slice(name);
+    pack_masked(&window, name.len())
+}
+
 /// Spellings by length and first byte: a lookup indexes [`FIRST`] with `len * 32 +
 /// (first byte & 31)` and compares the packed name with the one or two spellings chained
 /// from there. (`& 31` folds case; the non-letters it folds onto letters are told apart
@@ -219,21 +235,15 @@ impl Code {
         if len == 0 || len > PACK_LEN {
             return None;
         }
-        let mut copy = [0u8; PACK_LEN];
-        let window = match buf.get(start..).and_then(<[u8]>::first_chunk::<PACK_LEN>) {
-            Some(w) => w,
-            None => {
-                copy[..len].copy_from_slice(&buf[start..start + len]);
-                &copy
-            }
+        let name = match buf.get(start..).and_then(<[u8]>::first_chunk::<PACK_LEN>) {
+            Some(window) => pack_masked(window, len),
+            None => pack_copied(&buf[start..start + len]),
         };
-        let mut entry = FIRST[key_of(len, window[0])];
+        // The first byte as packed: `| 0x20` leaves the five bits the key takes.
+        let mut entry = FIRST[key_of(len, name[0] as u8)];
         if entry == 0 {
             return None;
         }
-        let (words, _) = window.as_chunks::<8>();
-        let mask = &MASKS[len];
-        let name: Packed = std::array::from_fn(|k| u64::from_le_bytes(words[k]) & mask[k] | FOLD);
         loop {
             let i = usize::from(entry - 1);
             if PACKED[i] == name {

@@ -172,6 +172,19 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
             reason: span(reason_off, line.len() - reason_off),
         });
     }
+    // The usual request line: a token, one SP, a URI free of blanks and controls, one SP
+    // and the version in capitals. Anything else takes the checks below, which give the
+    // error.
+    let method_len = span_of(line, TOKEN);
+    if method_len > 0 && line.get(method_len) == Some(&b' ') && line.ends_with(b" SIP/2.0") {
+        let uri = line.get(method_len + 1..line.len() - 8).unwrap_or_default();
+        if !uri.is_empty() && !has_space_or_control(uri) {
+            return Ok(StartLine::Request {
+                method: span(0, method_len),
+                uri: span(method_len + 1, uri.len()),
+            });
+        }
+    }
     // The method and the version are short, so plain loops find their spaces sooner than
     // `memchr` calls would.
     let sp1 = find_byte(line, b' ').ok_or(ParseError::MissingStartLine)?;
@@ -284,10 +297,12 @@ impl Iterator for FastLines<'_, '_> {
         if b[i] != b':' {
             return None;
         }
-        // SP may precede the colon (RFC 3261 HCOLON).
+        // SP may precede the colon (RFC 3261 HCOLON); one test answers the usual case.
         let mut name_end = i;
-        while name_end > line && b[name_end - 1] == b' ' {
-            name_end -= 1;
+        if b[i - 1] == b' ' {
+            while name_end > line && b[name_end - 1] == b' ' {
+                name_end -= 1;
+            }
         }
         let name_len = name_end - line;
         if name_len == 0 || name_len > usize::from(u16::MAX) {
