@@ -54,9 +54,17 @@ impl<'a> Via<'a> {
         if v.is_empty() || v.starts_with(',') {
             return Err(ValueError::EmptyElement);
         }
-        let (protocol, r) = token(v)?;
-        let (version, r) = token(slash(r)?)?;
-        let (transport, r) = token(slash(r)?)?;
+        // Nearly every Via starts `SIP/2.0/`: the general path below would find the same
+        // two tokens (LWS may still follow the second slash).
+        let (protocol, version, r) = match v.get(..8) {
+            Some("SIP/2.0/") => (&v[..3], &v[4..7], skip_lws(&v[8..])),
+            _ => {
+                let (protocol, r) = token(v)?;
+                let (version, r) = token(slash(r)?)?;
+                (protocol, version, slash(r)?)
+            }
+        };
+        let (transport, r) = token(r)?;
         let host_start = skip_lws(r);
         if host_start.len() == r.len() {
             return Err(ValueError::BadSentProtocol);
