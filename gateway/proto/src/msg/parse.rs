@@ -240,7 +240,7 @@ struct Fields {
 fn split_fast<'b>(
     b: &'b [u8],
     from: usize,
-    stops: &mut Stops<'b>,
+    stops: Stops<'b>,
     headers: &mut Headers,
 ) -> Option<Fields> {
     let mut end = FastEnd::default();
@@ -270,7 +270,8 @@ struct FastEnd {
 /// the fast path does not take (leaving it `None`).
 struct FastLines<'s, 'b> {
     b: &'b [u8],
-    stops: &'s mut Stops<'b>,
+    /// Owned, so that the walk's state stays in registers.
+    stops: Stops<'b>,
     /// Where the next line starts.
     line: usize,
     count: usize,
@@ -473,7 +474,7 @@ impl Message {
         // The fast splitter answers every well-formed, unfolded header section; anything it
         // does not recognise (errors, folds, bare CR) goes to the exact one, which finds
         // the same spans and reports the first error with its offset.
-        let fields = match split_fast(b, from, &mut stops, &mut headers) {
+        let fields = match split_fast(b, from, stops, &mut headers) {
             Some(f) => f,
             None => {
                 headers.clear();
@@ -702,7 +703,7 @@ mod tests {
                     b.extend_from_slice(ins);
                     b.extend_from_slice(&padded[at..]);
                     let mut fast = Headers::new();
-                    let Some(f) = split_fast(&b, 0, &mut Stops::new(&b), &mut fast) else {
+                    let Some(f) = split_fast(&b, 0, Stops::new(&b), &mut fast) else {
                         continue;
                     };
                     let mut exact = Headers::new();
