@@ -4,12 +4,12 @@
 //! are more header fields than the inline capacity.
 //!
 //! The fast path finds each line's colon and line end in a structural index ([`Stops`]):
-//! a bit mask of the `:` and control bytes computed sixteen bytes at a time, whose set
-//! bits it walks, so the per-line work is a few bit operations rather than a scan. Two
-//! splitters share the framing rules: [`split_fast`] takes the common case (well-formed,
-//! unfolded) and gives up on anything else; [`split_exact`] checks every rule in order and
-//! is the only one that reports errors, so both the offsets of errors and the spans of
-//! valid messages are the exact splitter's (a unit test compares the two).
+//! a bit mask of the `:`, control and non-ASCII bytes computed sixteen bytes at a time,
+//! whose set bits it walks, so the per-line work is a few bit operations rather than a
+//! scan. Two splitters share the framing rules: [`split_fast`] takes the common case
+//! (well-formed, unfolded) and gives up on anything else; [`split_exact`] checks every rule
+//! in order and is the only one that reports errors, so both the offsets of errors and the
+//! spans of valid messages are the exact splitter's (a unit test compares the two).
 //!
 //! Framing rules: leading CRLFs are skipped (RFC 3261 §7.5); lines end in CRLF and a bare CR
 //! or LF in the header section is an error; Content-Length frames the body and octets past it
@@ -286,8 +286,8 @@ impl Iterator for FastLines<'_, '_> {
         let b = self.b;
         let line = self.line;
         // The line's first stop: its colon, or the CR of the empty line that ends the
-        // section. Anything else (a line end, HTAB, another control byte before any
-        // colon) is for the exact splitter.
+        // section. Anything else (a line end, HTAB, another control or a non-ASCII byte
+        // before any colon) is for the exact splitter.
         let i = self.stops.next()?;
         if i == line {
             if b.get(i..i + 2) == Some(&b"\r\n"[..]) {

@@ -2,7 +2,9 @@
 //! at a time as a bit mask and handed out in order, so that finding a header's colon or
 //! line end is a trailing-zero count instead of a scan.
 //!
-//! A stop is a `:` or a byte below 0x0E (CR, LF, HTAB, other controls). A header line
+//! A stop is a `:`, a byte below 0x0E (CR, LF, HTAB, other controls) or a non-ASCII byte
+//! (one signed compare finds both of the latter; non-ASCII bytes are rare in a header
+//! section and the splitter skips them like any stop that is not a line end). A header line
 //! usually holds three (its colon, CR, LF) plus the colons of its value (`sip:`, ports);
 //! the splitter walks them one by one and reads each stop's byte to tell which it is. The
 //! bytes between are looked at once, sixteen at a time, when their block is classified.
@@ -81,22 +83,22 @@ impl<'a> Stops<'a> {
     }
 }
 
-/// The stops of one block, with SSE2: per sixteen bytes, `min(v, 0x0D) == v` finds the
-/// bytes below 0x0E and one more compare the colons.
+/// The stops of one block, with SSE2: per sixteen bytes, a signed `v < 0x0E` finds the
+/// bytes below 0x0E and from 0x80, and one more compare the colons.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn classify(block: &[u8; BLOCK]) -> u64 {
     use safe_arch::{
-        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
-        set_splat_i8_m128i,
+        bitor_m128i, cmp_eq_mask_i8_m128i, cmp_lt_mask_i8_m128i, load_unaligned_m128i,
+        move_mask_i8_m128i, set_splat_i8_m128i,
     };
-    let below = set_splat_i8_m128i(0x0d);
+    let limit = set_splat_i8_m128i(0x0e);
     let colon = set_splat_i8_m128i(b':' as i8);
     let mut bits = 0u64;
     let (chunks, _) = block.as_chunks::<16>();
     for (k, chunk) in chunks.iter().enumerate() {
         let v = load_unaligned_m128i(chunk);
-        let control = cmp_eq_mask_i8_m128i(min_u8_m128i(v, below), v);
+        let control = cmp_lt_mask_i8_m128i(v, limit);
         let stops = bitor_m128i(control, cmp_eq_mask_i8_m128i(v, colon));
         // `move_mask` sets only the low 16 bits: one per byte.
         bits |= u64::from(move_mask_i8_m128i(stops) as u16) << (16 * k);
@@ -122,9 +124,9 @@ fn classify_portable(block: &[u8; BLOCK]) -> u64 {
     for (k, w) in words.iter().enumerate() {
         let w = u64::from_le_bytes(*w);
         // Adding to the low seven bits of a byte cannot carry into the next byte, so each
-        // byte's high bit is exact: set below when the byte is under 0x0E (its low bits
-        // do not reach 0x80 and its own high bit is clear), in `colon` when it is `:`.
-        let below = !(((w & LOW7) + ONES * (0x80 - 0x0e)) | w) & HIGH;
+        // byte's high bit is exact: set in `below` when the byte has its own high bit set
+        // or its low bits stay under 0x0E, in `colon` when it is `:`.
+        let below = (w | !((w & LOW7) + ONES * (0x80 - 0x0e))) & HIGH;
         let x = w ^ (ONES * u64::from(b':'));
         let colon = !(((x & LOW7) + LOW7) | x) & HIGH;
         // The multiplication moves the high bit of byte `i` to bit `56 + i`, no two
@@ -143,7 +145,7 @@ mod tests {
     fn classify_naive(block: &[u8; BLOCK]) -> u64 {
         let mut bits = 0;
         for (i, &c) in block.iter().enumerate() {
-            if c < 0x0e || c == b':' {
+            if !(0x0e..0x80).contains(&c) || c == b':' {
                 bits |= 1 << i;
             }
         }
