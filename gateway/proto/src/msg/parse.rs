@@ -456,7 +456,7 @@ impl Message {
         if start == buf.len() {
             return Err(ParseError::Empty);
         }
-        let mut buf = buf.slice(start..);
+        let mut buf = if start == 0 { buf } else { buf.slice(start..) };
         let b: &[u8] = &buf;
         let len = b.len();
 
