@@ -87,7 +87,10 @@ impl<'a> NameAddr<'a> {
         if v.is_empty() || v.starts_with(',') {
             return Err(ValueError::EmptyElement);
         }
-        let (display, after_display) = if v.starts_with('"') {
+        let (display, after_display) = if v.starts_with('<') {
+            // The usual form: no display name.
+            (None, v)
+        } else if v.starts_with('"') {
             let (q, rest) = split_quoted(v)?;
             (Some(q), skip_lws(rest))
         } else {

@@ -180,7 +180,12 @@ impl<'a> Uri<'a> {
                 UriError::BadScheme
             }
         };
-        let colon = find(s, b':').ok_or_else(|| bad_scheme(s))?;
+        // `sip:` in any case is the usual scheme, and a valid one.
+        let colon = if s.as_bytes()[..s.len().min(4)].eq_ignore_ascii_case(b"sip:") {
+            3
+        } else {
+            find(s, b':').ok_or_else(|| bad_scheme(s))?
+        };
         let scheme = &s[..colon];
         if !is_scheme(scheme) {
             return Err(bad_scheme(scheme));
