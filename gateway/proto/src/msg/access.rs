@@ -10,7 +10,7 @@ use std::borrow::Borrow;
 use bytes::Bytes;
 
 use super::header::Code;
-use super::scan::{split_commas, CommaSplit, ListIter};
+use super::scan::{skip_lws, split_commas, CommaSplit, ListIter};
 use super::{
     CSeq, Contact, Contacts, FeatureCap, HeaderField, HeaderName, HeaderSpan, MediaType, Message,
     Method, NameAddr, ParseError, ReasonValue, Span, StartLine, Uri, ValueError, Via,
@@ -30,12 +30,6 @@ impl<'a> Iterator for Values<'a> {
             Values::Split(s) => s.next(),
         }
     }
-}
-
-/// `word` characters of Call-ID (RFC 3261 §25.1), plus `@`: one table load per byte.
-#[inline]
-fn is_callid_char(b: u8) -> bool {
-    super::scan::is_extra(b, super::scan::CALLID)
 }
 
 impl Message {
@@ -231,9 +225,17 @@ impl Message {
             .iter()
             .find(|h| h.code == Some(Code::Via))
             .ok_or(ParseError::MissingHeader(HeaderName::Via))?;
-        ListIter::new(self.text(h.value), Via::parse_prefix)
-            .next()
-            .unwrap_or(Err(ValueError::EmptyElement))
+        // What `ListIter::next` does for the first element, with the parser called directly.
+        let v = skip_lws(self.text(h.value));
+        Via::parse_prefix(v)
+            .and_then(|(via, rest)| {
+                let rest = skip_lws(rest);
+                if rest.is_empty() || rest.starts_with(',') {
+                    Ok(via)
+                } else {
+                    Err(ValueError::TrailingGarbage)
+                }
+            })
             .map_err(|e| ParseError::value(HeaderName::Via, e))
     }
 
@@ -246,7 +248,7 @@ impl Message {
         if v.is_empty() {
             return Err(ParseError::value(HeaderName::CallId, ValueError::Empty));
         }
-        if !v.bytes().all(is_callid_char) {
+        if super::scan::long_run_extra(v.as_bytes(), super::scan::CALLID) != v.len() {
             return Err(ParseError::value(HeaderName::CallId, ValueError::BadToken));
         }
         Ok(v)

@@ -2,9 +2,10 @@
 //!
 //! Names match case-insensitively and compact forms (RFC 3261 §7.3.3 and later RFCs) map to
 //! their long form, so `v:` and `VIA:` both give [`HeaderName::Via`]. Recognising a name never
-//! allocates: the parser packs the name into three case-folded words and compares them with
-//! the spellings of the same length and first letter. Inside a parsed message each header span stores only a one-byte [`Code`]; `Other` names are read
-//! back from the message bytes.
+//! allocates: the parser packs the name into three case-folded words (masked loads, no loop)
+//! and compares them with the spellings of the same length and first letter. Inside a parsed
+//! message each header span stores only a one-byte [`Code`]; `Other` names are read back from
+//! the message bytes.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -146,23 +147,37 @@ const fn pack_const(name: &[u8]) -> Packed {
     words
 }
 
-/// Packs the `n` bytes (1..=8) of `buf` at `at` into one word, the way [`pack_const`]
-/// does. A whole 8-byte word is loaded and masked to the name's length, so there is no
-/// per-byte loop whose trip count (and so its mispredicted exit) varies from header to
-/// header; near the end of `buf` it falls back to assembling bytes.
-#[inline]
-fn word_at(buf: &[u8], at: usize, n: usize) -> u64 {
-    let v = match buf
-        .get(at..at + 8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-    {
-        Some(b) => u64::from_le_bytes(b),
-        None => buf[at..at + n]
-            .iter()
-            .enumerate()
-            .fold(0u64, |v, (k, &b)| v | u64::from(b) << (k * 8)),
-    };
-    (v & (u64::MAX >> ((8 - n) * 8))) | FOLD
+/// For each name length, the bytes of the three packed words that belong to the name.
+const fn build_masks() -> [Packed; PACK_LEN + 1] {
+    let mut out = [[0u64; 3]; PACK_LEN + 1];
+    let mut len = 0;
+    while len <= PACK_LEN {
+        let mut i = 0;
+        while i < len {
+            out[len][i / 8] |= 0xff << ((i % 8) * 8);
+            i += 1;
+        }
+        len += 1;
+    }
+    out
+}
+
+static MASKS: [Packed; PACK_LEN + 1] = build_masks();
+
+/// Packs the first `len` (1..=[`PACK_LEN`]) bytes of `window`.
+#[inline(always)]
+fn pack_masked(window: &[u8; PACK_LEN], len: usize) -> Packed {
+    let (words, _) = window.as_chunks::<8>();
+    let mask = &MASKS[len];
+    std::array::from_fn(|k| u64::from_le_bytes(words[k]) & mask[k] | FOLD)
+}
+
+/// Packs a name that ends too near the end of its buffer for [`pack_masked`]'s window.
+#[cold]
+fn pack_copied(name: &[u8]) -> Packed {
+    let mut window = [0u8; PACK_LEN];
+    window[..name.len()].copy_from_slice(name);
+    pack_masked(&window, name.len())
 }
 
 /// Spellings by length and first byte: a lookup indexes [`FIRST`] with `len * 32 +
@@ -212,32 +227,26 @@ impl Code {
         Self::lookup_at(name, 0, name.len())
     }
 
-    /// [`Code::lookup`] of `buf[start..start + len]`, reading whole words of `buf`.
+    /// [`Code::lookup`] of `buf[start..start + len]`. The name is packed from the
+    /// [`PACK_LEN`] bytes at `start`, masked to its length, so that packing takes no loop
+    /// and no branch on the length; near the end of `buf` those bytes are copied first.
     #[inline(always)]
     pub(crate) fn lookup_at(buf: &[u8], start: usize, len: usize) -> Option<Code> {
         if len == 0 || len > PACK_LEN {
             return None;
         }
-        let mut entry = FIRST[key_of(len, buf[start])];
+        let name = match buf.get(start..).and_then(<[u8]>::first_chunk::<PACK_LEN>) {
+            Some(window) => pack_masked(window, len),
+            None => pack_copied(&buf[start..start + len]),
+        };
+        // The first byte as packed: `| 0x20` leaves the five bits the key takes.
+        let mut entry = FIRST[key_of(len, name[0] as u8)];
         if entry == 0 {
             return None;
         }
-        // Every spelling in a chain has length `len`, so only the words the name reaches
-        // are packed and compared; the others are padding on both sides.
-        let w0 = word_at(buf, start, len.min(8));
-        let w1 = if len > 8 {
-            word_at(buf, start + 8, (len - 8).min(8))
-        } else {
-            FOLD
-        };
-        let w2 = if len > 16 {
-            word_at(buf, start + 16, len - 16)
-        } else {
-            FOLD
-        };
         loop {
             let i = usize::from(entry - 1);
-            if PACKED[i] == [w0, w1, w2] {
+            if PACKED[i] == name {
                 return Some(NAMES[i].1);
             }
             entry = NEXT[i];

@@ -101,15 +101,24 @@ impl CSeq {
     pub fn parse(value: &str) -> Result<CSeq, super::ValueError> {
         use super::ValueError;
         let v = super::scan::trim_lws(value);
-        let end = v
-            .bytes()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(v.len());
+        // One pass over the digits; the value saturates just above the limit, so any
+        // number of digits (leading zeros included) neither overflows nor passes.
+        let mut seq: u64 = 0;
+        let mut end = 0;
+        for &b in v.as_bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            seq = (seq * 10 + u64::from(d)).min(u64::from(MAX_CSEQ) + 1);
+            end += 1;
+        }
         if end == 0 {
             return Err(ValueError::BadNumber);
         }
-        let seq = super::scan::parse_decimal(&v[..end], u64::from(MAX_CSEQ))
-            .ok_or(ValueError::NumberTooLarge)?;
+        if seq > u64::from(MAX_CSEQ) {
+            return Err(ValueError::NumberTooLarge);
+        }
         let rest = &v[end..];
         let method_str = super::scan::skip_lws(rest);
         if method_str.len() == rest.len() {
@@ -118,7 +127,8 @@ impl CSeq {
         }
         let method = Method::parse(method_str).ok_or(ValueError::BadToken)?;
         Ok(CSeq {
-            seq: u32::try_from(seq).map_err(|_| ValueError::NumberTooLarge)?,
+            // At most MAX_CSEQ, checked above.
+            seq: seq as u32,
             method,
         })
     }

@@ -40,6 +40,7 @@ mod name_addr;
 mod params;
 mod parse;
 mod scan;
+mod stops;
 mod uri;
 mod values;
 mod via;

@@ -87,7 +87,10 @@ impl<'a> NameAddr<'a> {
         if v.is_empty() || v.starts_with(',') {
             return Err(ValueError::EmptyElement);
         }
-        let (display, after_display) = if v.starts_with('"') {
+        let (display, after_display) = if v.starts_with('<') {
+            // The usual form: no display name.
+            (None, v)
+        } else if v.starts_with('"') {
             let (q, rest) = split_quoted(v)?;
             (Some(q), skip_lws(rest))
         } else {
@@ -115,8 +118,13 @@ impl<'a> NameAddr<'a> {
             if CHECK_URI {
                 Uri::parse(uri).map_err(ValueError::Uri)?;
             }
-            let (params, rest, [tag, expires]) =
-                Params::split_capture(&inner[close + 1..], ["tag", "expires"])?;
+            let after = &inner[close + 1..];
+            // A To without a tag ends at `>`: no parameter section to split.
+            let (params, rest, [tag, expires]) = if after.is_empty() {
+                (Params::default(), after, [None, None])
+            } else {
+                Params::split_capture(after, ["tag", "expires"])?
+            };
             let n = NameAddr {
                 display,
                 uri,

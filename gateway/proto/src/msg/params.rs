@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::scan::{is_extra, is_lws, quoted_len, span_of, unquote, GEN_VALUE, TOKEN};
+use super::scan::{is_lws, long_run_extra, quoted_len, span_of, unquote, GEN_VALUE, TOKEN};
 use super::ValueError;
 
 /// A validated parameter section (possibly empty) borrowed from a header value.
@@ -35,34 +35,53 @@ fn skip_lws_at(b: &[u8], mut i: usize) -> usize {
 /// Reads one `; name [= value]` from `b[i..]`. `Ok(None)` when it (after LWS) does not
 /// start with `;`. Works on offsets so that the loop over a section keeps no `&str`
 /// re-slicing (and its char-boundary checks) on the hot path; every offset it returns is
-/// at an ASCII byte, so callers can slice the `&str` there.
+/// at an ASCII byte, so callers can slice the `&str` there. The usual layout
+/// (`;name=value`) has no LWS, so each skip is entered only when a blank is there.
 #[inline(always)]
 fn next_param_at(b: &[u8], i: usize) -> Result<Option<Found>, ValueError> {
-    let i = skip_lws_at(b, i);
-    if b.get(i) != Some(&b';') {
-        return Ok(None);
+    let i = match b.get(i) {
+        Some(b';') => i,
+        Some(&c) if is_lws(c) => {
+            let j = skip_lws_at(b, i);
+            if b.get(j) != Some(&b';') {
+                return Ok(None);
+            }
+            j
+        }
+        _ => return Ok(None),
+    };
+    let mut ns = i + 1;
+    if b.get(ns).is_some_and(|&c| is_lws(c)) {
+        ns = skip_lws_at(b, ns);
     }
-    let ns = skip_lws_at(b, i + 1);
     let ne = ns + span_of(&b[ns..], TOKEN);
     if ne == ns {
         return Err(ValueError::BadParam);
     }
-    let eq = skip_lws_at(b, ne);
-    if b.get(eq) != Some(&b'=') {
-        return Ok(Some(Found {
-            name: (ns, ne),
-            value: None,
-            end: ne,
-        }));
+    let no_value = Found {
+        name: (ns, ne),
+        value: None,
+        end: ne,
+    };
+    let eq = match b.get(ne) {
+        Some(b'=') => ne,
+        Some(&c) if is_lws(c) => {
+            let j = skip_lws_at(b, ne);
+            if b.get(j) != Some(&b'=') {
+                return Ok(Some(no_value));
+            }
+            j
+        }
+        _ => return Ok(Some(no_value)),
+    };
+    let mut vs = eq + 1;
+    if b.get(vs).is_some_and(|&c| is_lws(c)) {
+        vs = skip_lws_at(b, vs);
     }
-    let vs = skip_lws_at(b, eq + 1);
     let ve = if b.get(vs) == Some(&b'"') {
         vs + quoted_len(&b[vs..])?
     } else {
-        let n = b[vs..]
-            .iter()
-            .position(|&c| !is_extra(c, GEN_VALUE))
-            .unwrap_or(b.len() - vs);
+        let n = long_run_extra(&b[vs..], GEN_VALUE);
         if n == 0 {
             return Err(ValueError::BadParam);
         }

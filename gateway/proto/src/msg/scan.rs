@@ -121,7 +121,7 @@ const fn build_extra() -> [u8; 256] {
 static EXTRA: [u8; 256] = build_extra();
 
 /// Whether byte `b` is in any of the [`EXTRA`] classes `mask` ([`GEN_VALUE`], [`CALLID`]).
-#[inline]
+#[cfg(test)]
 pub(crate) fn is_extra(b: u8, mask: u8) -> bool {
     EXTRA[usize::from(b)] & mask != 0
 }
@@ -136,6 +136,27 @@ pub(crate) fn is(b: u8, mask: u8) -> bool {
 #[inline]
 pub(crate) fn span_of(s: &[u8], mask: u8) -> usize {
     s.iter().position(|&b| !is(b, mask)).unwrap_or(s.len())
+}
+
+/// Length of the prefix of `s` whose bytes are all in the [`EXTRA`] classes `mask`, for the
+/// runs that are often long (parameter values such as branches, Call-IDs): eight bytes are
+/// tested per step, their flags ANDed, at about half the cost per byte of a byte loop; the
+/// step that fails is finished byte by byte, so the answer is exact.
+#[inline]
+pub(crate) fn long_run_extra(s: &[u8], mask: u8) -> usize {
+    let (chunks, _) = s.as_chunks::<8>();
+    let mut n = 0;
+    for c in chunks {
+        if c.iter().fold(mask, |all, &b| all & EXTRA[usize::from(b)]) == 0 {
+            break;
+        }
+        n += 8;
+    }
+    let rest = &s[n..];
+    n + rest
+        .iter()
+        .position(|&b| EXTRA[usize::from(b)] & mask == 0)
+        .unwrap_or(rest.len())
 }
 
 /// `token` characters (RFC 3261 §25.1): alphanum and `-.!%*_+`'~`.
@@ -433,6 +454,25 @@ mod tests {
         assert_eq!(v, vec![r#""a, \"b" <sip:x@y;p=1,2>"#, "<sip:z>", "", "c"]);
         let v: Vec<_> = split_commas(";;,;,,").collect();
         assert_eq!(v, vec![";;", ";", "", ""]);
+    }
+
+    /// The eight-at-a-time run agrees with a byte loop at every length and stop position.
+    #[test]
+    fn long_runs_match_a_byte_loop() {
+        for len in 0..40 {
+            for stop in 0..=len {
+                for bad in [b' ', b';', b',', 0x80] {
+                    let mut s = vec![b'a'; len];
+                    if stop < len {
+                        s[stop] = bad;
+                    }
+                    for mask in [GEN_VALUE, CALLID, GEN_VALUE | CALLID] {
+                        let want = s.iter().position(|&b| !is_extra(b, mask)).unwrap_or(len);
+                        assert_eq!(long_run_extra(&s, mask), want, "{len} {stop} {bad} {mask}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

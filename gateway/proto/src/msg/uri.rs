@@ -180,7 +180,12 @@ impl<'a> Uri<'a> {
                 UriError::BadScheme
             }
         };
-        let colon = find(s, b':').ok_or_else(|| bad_scheme(s))?;
+        // `sip:` in any case is the usual scheme, and a valid one.
+        let colon = if s.as_bytes()[..s.len().min(4)].eq_ignore_ascii_case(b"sip:") {
+            3
+        } else {
+            find(s, b':').ok_or_else(|| bad_scheme(s))?
+        };
         let scheme = &s[..colon];
         if !is_scheme(scheme) {
             return Err(bad_scheme(scheme));
@@ -357,19 +362,18 @@ impl<'a> Uri<'a> {
 #[inline]
 fn span_escaped(b: &[u8], from: usize, mask: u8) -> usize {
     let mut i = from;
-    while let Some(&c) = b.get(i) {
-        if super::scan::is(c, mask) {
-            i += 1;
-        } else if c == b'%'
+    loop {
+        // Runs of class bytes in a tight loop; an escape is the rare case between them.
+        i += super::scan::span_of(&b[i..], mask);
+        if b.get(i) == Some(&b'%')
             && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
             && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
         {
             i += 3;
         } else {
-            break;
+            return i;
         }
     }
-    i
 }
 
 /// Splits `user[:password]@` off the front of a SIP URI's text in one pass: neither class

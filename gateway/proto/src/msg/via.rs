@@ -4,7 +4,7 @@
 //! are open-ended tokens (§3.1.1.10), and one line may carry several comma-separated values.
 
 use super::params::Params;
-use super::scan::{is_lws, is_token, skip_lws, trim_lws};
+use super::scan::{is_lws, skip_lws, span_of, trim_lws, HOST, TOKEN};
 use super::ValueError;
 
 /// RFC 3261 §8.1.1.7: branches starting with this cookie are globally unique.
@@ -23,7 +23,7 @@ pub struct Via<'a> {
 }
 
 fn token(s: &str) -> Result<(&str, &str), ValueError> {
-    let end = s.bytes().position(|b| !is_token(b)).unwrap_or(s.len());
+    let end = span_of(s.as_bytes(), TOKEN);
     if end == 0 {
         return Err(ValueError::BadSentProtocol);
     }
@@ -54,9 +54,17 @@ impl<'a> Via<'a> {
         if v.is_empty() || v.starts_with(',') {
             return Err(ValueError::EmptyElement);
         }
-        let (protocol, r) = token(v)?;
-        let (version, r) = token(slash(r)?)?;
-        let (transport, r) = token(slash(r)?)?;
+        // Nearly every Via starts `SIP/2.0/`: the general path below would find the same
+        // two tokens (LWS may still follow the second slash).
+        let (protocol, version, r) = match v.get(..8) {
+            Some("SIP/2.0/") => (&v[..3], &v[4..7], skip_lws(&v[8..])),
+            _ => {
+                let (protocol, r) = token(v)?;
+                let (version, r) = token(slash(r)?)?;
+                (protocol, version, slash(r)?)
+            }
+        };
+        let (transport, r) = token(r)?;
         let host_start = skip_lws(r);
         if host_start.len() == r.len() {
             return Err(ValueError::BadSentProtocol);
@@ -65,9 +73,8 @@ impl<'a> Via<'a> {
         let host_end = if r.starts_with('[') {
             r.find(']').map(|i| i + 1).ok_or(ValueError::BadHost)?
         } else {
-            r.bytes()
-                .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
-                .unwrap_or(r.len())
+            // Alphanumerics, `-`, `.` and `_`: one table load per byte.
+            span_of(r.as_bytes(), HOST)
         };
         let host = &r[..host_end];
         if host.is_empty() || (host.starts_with('[') && host.len() < 4) {
@@ -84,12 +91,20 @@ impl<'a> Via<'a> {
         let mut port = None;
         if let Some(p) = r.strip_prefix(':') {
             let p = skip_lws(p);
-            let end = p
-                .bytes()
-                .position(|b| !b.is_ascii_digit())
-                .unwrap_or(p.len());
-            let n = super::scan::parse_decimal(&p[..end], u64::from(u16::MAX))
-                .ok_or(ValueError::BadPort)?;
+            // One pass over the digits; the value saturates just above the largest port.
+            let mut n: u32 = 0;
+            let mut end = 0;
+            for &b in p.as_bytes() {
+                let d = b.wrapping_sub(b'0');
+                if d > 9 {
+                    break;
+                }
+                n = (n * 10 + u32::from(d)).min(1 << 16);
+                end += 1;
+            }
+            if end == 0 {
+                return Err(ValueError::BadPort);
+            }
             port = Some(u16::try_from(n).map_err(|_| ValueError::BadPort)?);
             r = &p[end..];
         }

@@ -1,0 +1,212 @@
+//! The splitter's structural index: the positions of the bytes it stops at, found 64 bytes
+//! at a time as a bit mask and handed out in order, so that finding a header's colon or
+//! line end is a trailing-zero count instead of a scan.
+//!
+//! A stop is a `:`, a byte below 0x0E (CR, LF, HTAB, other controls) or a non-ASCII byte
+//! (one signed compare finds both of the latter; non-ASCII bytes are rare in a header
+//! section and the splitter skips them like any stop that is not a line end). A header line
+//! usually holds three (its colon, CR, LF) plus the colons of its value (`sip:`, ports);
+//! the splitter walks them one by one and reads each stop's byte to tell which it is. The
+//! bytes between are looked at once, sixteen at a time, when their block is classified.
+//! Blocks are classified when the walk reaches them, so the bytes past the header section
+//! are scanned only to the end of the block the empty line is in.
+//!
+//! On x86_64 a block is classified with SSE2 (baseline there) through `safe_arch`, which
+//! wraps the intrinsics in safe functions (the crate forbids `unsafe`); elsewhere eight
+//! bytes at a time in a `u64`. Both give the exact mask, and a unit test holds them to it
+//! for every byte value in every position.
+
+const BLOCK: usize = 64;
+
+/// The stops of `b` in order of position.
+pub(super) struct Stops<'a> {
+    b: &'a [u8],
+    /// Offset of the block `bits` belongs to.
+    base: usize,
+    /// The block's stops not handed out yet: bit `i` is byte `base + i`.
+    bits: u64,
+}
+
+impl<'a> Stops<'a> {
+    /// The stops of `b`, from its first byte.
+    #[inline]
+    pub(super) fn new(b: &'a [u8]) -> Self {
+        let mut s = Stops {
+            b,
+            base: 0,
+            bits: 0,
+        };
+        s.load(0);
+        s
+    }
+
+    /// Classifies the block starting at `at` (`<= b.len()`). A short last block is padded
+    /// with spaces, which are not stops.
+    #[inline]
+    fn load(&mut self, at: usize) {
+        self.base = at;
+        let rest = &self.b[at..];
+        self.bits = match rest.first_chunk::<BLOCK>() {
+            Some(block) => classify(block),
+            None => {
+                let mut block = [b' '; BLOCK];
+                block[..rest.len()].copy_from_slice(rest);
+                classify(&block)
+            }
+        };
+    }
+
+    /// Position of the next stop, or `None` past the last one.
+    #[inline(always)]
+    pub(super) fn next(&mut self) -> Option<usize> {
+        while self.bits == 0 {
+            let next = self.base + BLOCK;
+            if next >= self.b.len() {
+                return None;
+            }
+            self.load(next);
+        }
+        let at = self.base + self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(at)
+    }
+
+    /// Position of the next CR or LF (the other stops skipped), or `None` if there is none.
+    #[inline(always)]
+    pub(super) fn next_break(&mut self) -> Option<usize> {
+        loop {
+            let at = self.next()?;
+            if matches!(self.b[at], b'\r' | b'\n') {
+                return Some(at);
+            }
+        }
+    }
+}
+
+/// The stops of one block, with SSE2: per sixteen bytes, a signed `v < 0x0E` finds the
+/// bytes below 0x0E and from 0x80, and one more compare the colons.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn classify(block: &[u8; BLOCK]) -> u64 {
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, cmp_lt_mask_i8_m128i, load_unaligned_m128i,
+        move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let limit = set_splat_i8_m128i(0x0e);
+    let colon = set_splat_i8_m128i(b':' as i8);
+    let mut bits = 0u64;
+    let (chunks, _) = block.as_chunks::<16>();
+    for (k, chunk) in chunks.iter().enumerate() {
+        let v = load_unaligned_m128i(chunk);
+        let control = cmp_lt_mask_i8_m128i(v, limit);
+        let stops = bitor_m128i(control, cmp_eq_mask_i8_m128i(v, colon));
+        // `move_mask` sets only the low 16 bits: one per byte.
+        bits |= u64::from(move_mask_i8_m128i(stops) as u16) << (16 * k);
+    }
+    bits
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn classify(block: &[u8; BLOCK]) -> u64 {
+    classify_portable(block)
+}
+
+/// The stops of one block, eight bytes at a time in a `u64`: the fallback off x86_64 (on
+/// x86_64 it is compiled for the test that compares the two).
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn classify_portable(block: &[u8; BLOCK]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut bits = 0u64;
+    let (words, _) = block.as_chunks::<8>();
+    for (k, w) in words.iter().enumerate() {
+        let w = u64::from_le_bytes(*w);
+        // Adding to the low seven bits of a byte cannot carry into the next byte, so each
+        // byte's high bit is exact: set in `below` when the byte has its own high bit set
+        // or its low bits stay under 0x0E, in `colon` when it is `:`.
+        let below = (w | !((w & LOW7) + ONES * (0x80 - 0x0e))) & HIGH;
+        let x = w ^ (ONES * u64::from(b':'));
+        let colon = !(((x & LOW7) + LOW7) | x) & HIGH;
+        // The multiplication moves the high bit of byte `i` to bit `56 + i`, no two
+        // partial products meeting.
+        let gathered = (below | colon).wrapping_mul(0x0002_0408_1020_4081) >> 56;
+        bits |= gathered << (8 * k);
+    }
+    bits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mask by definition, one byte at a time.
+    fn classify_naive(block: &[u8; BLOCK]) -> u64 {
+        let mut bits = 0;
+        for (i, &c) in block.iter().enumerate() {
+            if !(0x0e..0x80).contains(&c) || c == b':' {
+                bits |= 1 << i;
+            }
+        }
+        bits
+    }
+
+    /// Both classifiers agree with the definition for every byte value in every position,
+    /// on backgrounds of stops, of bytes that are not, and of pseudo-random bytes, so that
+    /// a neighbouring byte cannot change a result either.
+    #[test]
+    fn classifiers_are_exact() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = [0u8; BLOCK];
+        for c in &mut random {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *c = seed as u8;
+        }
+        for background in [
+            [0; BLOCK],
+            [0x0d; BLOCK],
+            [b':'; BLOCK],
+            [0x0e; BLOCK],
+            [0xff; BLOCK],
+            random,
+        ] {
+            for pos in 0..BLOCK {
+                for v in 0..=255u8 {
+                    let mut block = background;
+                    block[pos] = v;
+                    let want = classify_naive(&block);
+                    assert_eq!(classify(&block), want, "byte {v:#04x} at {pos}");
+                    assert_eq!(classify_portable(&block), want, "byte {v:#04x} at {pos}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn walks_stops_across_blocks_to_the_end() {
+        let mut b = vec![b'a'; 300];
+        for (at, c) in [
+            (10, b':'),
+            (63, b'\t'),
+            (64, b'\r'),
+            (65, b'\n'),
+            (200, b':'),
+            (299, 0),
+        ] {
+            b[at] = c;
+        }
+        let mut s = Stops::new(&b);
+        let all: Vec<_> = std::iter::from_fn(|| s.next()).collect();
+        assert_eq!(all, [10, 63, 64, 65, 200, 299]);
+        let mut s = Stops::new(&b);
+        assert_eq!(s.next_break(), Some(64));
+        assert_eq!(s.next_break(), Some(65));
+        assert_eq!(s.next_break(), None, "none in the short last block");
+        assert_eq!(Stops::new(b"").next(), None);
+        assert_eq!(Stops::new(&[b'x'; 128]).next(), None);
+        assert_eq!(Stops::new(b"ab\r").next_break(), Some(2));
+    }
+}
