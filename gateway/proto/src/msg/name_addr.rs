@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use super::params::Params;
-use super::scan::{is_lws, is_token, skip_lws, split_quoted, trim_lws, unquote};
+use super::scan::{find_either, is_lws, is_token, skip_lws, split_quoted, trim_lws, unquote};
 use super::uri::Uri;
 use super::{UriError, ValueError};
 
@@ -113,7 +113,7 @@ impl<'a> NameAddr<'a> {
         };
         if let Some(inner) = after_display.strip_prefix('<') {
             let close =
-                memchr::memchr(b'>', inner.as_bytes()).ok_or(ValueError::UnterminatedAngle)?;
+                find_either(inner.as_bytes(), b'>', b'>').ok_or(ValueError::UnterminatedAngle)?;
             let uri = &inner[..close];
             if CHECK_URI {
                 Uri::parse(uri).map_err(ValueError::Uri)?;
