@@ -222,6 +222,7 @@ fn owned(v: Option<Cow<'_, str>>) -> Option<String> {
 }
 
 impl<'a> Builder<'a> {
+    #[inline]
     fn add(&mut self, name: &'a str, v: Cow<'a, str>) {
         if self.error.is_none() {
             if let Err(e) = self.set(name, v) {
