@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use super::scan::{
-    is_lws, long_run_extra, non_token16, quoted_len, span_of, unquote, GEN_VALUE, TOKEN,
+    is_lws, is_token, long_run_extra, non_alnum16, quoted_len, span_of, unquote, GEN_VALUE, TOKEN,
 };
 use super::ValueError;
 
@@ -96,14 +96,17 @@ fn next_param_at(b: &[u8], i: usize) -> Result<Option<Found>, ValueError> {
     }))
 }
 
-/// The positions of the non-`token` bytes of a parameter section, classified sixteen at
-/// a time ([`non_token16`]) when the walk reaches them; the end of the section counts as
-/// one. Positions are asked for in increasing order, as a section is read.
+/// The positions of the non-`token` bytes of a parameter section. Its blocks of sixteen
+/// bytes are classified when the walk reaches them, cheaply ([`non_alnum16`]: letters and
+/// digits, the bulk of names and values, are not stops); each flagged byte is then looked
+/// up, so that token punctuation (`-`, `.`, `+`, ...) is passed over. The end of the
+/// section counts as a stop. Positions are asked for in increasing order, as a section is
+/// read.
 struct NonToken<'a> {
     b: &'a [u8],
     /// Where the block `bits` describes starts.
     base: usize,
-    /// Bit `k`: `b[base + k]` is not a token byte, or `base + k` is the end.
+    /// Bit `k`: `b[base + k]` is not a letter or digit, or `base + k` is the end.
     bits: u32,
 }
 
@@ -121,21 +124,21 @@ impl<'a> NonToken<'a> {
 
     /// Classifies the sixteen bytes from `at` (`<= b.len()`). A short last block is read
     /// as the last sixteen bytes of the section (shifted), or from a copy padded with NULs
-    /// (not token bytes) when the whole section is shorter.
+    /// (stops) when the whole section is shorter.
     #[inline]
     fn load(&mut self, at: usize) {
         let rest = &self.b[at..];
         self.base = at;
         self.bits = match rest.first_chunk::<16>() {
-            Some(block) => u32::from(non_token16(block)) | u32::from(rest.len() == 16) << 16,
+            Some(block) => u32::from(non_alnum16(block)) | u32::from(rest.len() == 16) << 16,
             None => {
                 let r = rest.len();
                 let m = match self.b.last_chunk::<16>() {
-                    Some(last) => u32::from(non_token16(last)) >> (16 - r),
+                    Some(last) => u32::from(non_alnum16(last)) >> (16 - r),
                     None => {
                         let mut padded = [0; 16];
                         padded[..r].copy_from_slice(rest);
-                        u32::from(non_token16(&padded))
+                        u32::from(non_alnum16(&padded))
                     }
                 };
                 m | 1 << r
@@ -155,7 +158,12 @@ impl<'a> NonToken<'a> {
             }
             let m = self.bits >> off;
             if m != 0 {
-                return p + m.trailing_zeros() as usize;
+                let at = p + m.trailing_zeros() as usize;
+                match self.b.get(at) {
+                    Some(&c) if is_token(c) => p = at + 1,
+                    _ => return at,
+                }
+                continue;
             }
             // No stop in the rest of the block, so it does not reach the end.
             self.load(self.base + 16);
@@ -211,7 +219,7 @@ impl<'a> Params<'a> {
 
     /// [`Params::split_capture`] for the usual section, `;name=value` pairs without LWS
     /// around the separators: names and unquoted values end at the next non-token byte of
-    /// a [`NonToken`] index, so no byte is looked at on its own. `None` for anything else
+    /// a [`NonToken`] walk, so no byte is looked at on its own. `None` for anything else
     /// (LWS, an empty name or value, an unterminated quote), which the exact scan then
     /// answers, errors included; what this returns is what that scan would.
     #[allow(clippy::type_complexity)]
@@ -391,7 +399,8 @@ mod tests {
                 let base = &base[..cut];
                 for at in 0..=base.len() {
                     for ins in [
-                        "", ";", "=", " ", "\t", "\"", ":", "[", ",", "\x01", "é", "a",
+                        "", ";", "=", " ", "\t", "\"", ":", "[", ",", "\x01", "é", "a", "-", ".",
+                        "~", "%", "/",
                     ] {
                         let s = format!("{}{ins}{}", &base[..at], &base[at..]);
                         let Some(fast) = Params::split_capture_fast(&s, ["tag", "expires"]) else {
