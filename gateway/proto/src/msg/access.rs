@@ -248,7 +248,8 @@ impl Message {
         if v.is_empty() {
             return Err(ParseError::value(HeaderName::CallId, ValueError::Empty));
         }
-        if super::scan::long_run_extra(v.as_bytes(), super::scan::CALLID) != v.len() {
+        let word = |c| super::scan::is_extra_class(c, super::scan::CALLID);
+        if super::scan::alnum_run(v.as_bytes(), word) != v.len() {
             return Err(ParseError::value(HeaderName::CallId, ValueError::BadToken));
         }
         Ok(v)

@@ -21,7 +21,7 @@ use memchr::memchr;
 use smallvec::SmallVec;
 
 use super::header::Code;
-use super::scan::{find_byte, is_lws, is_token, parse_decimal, span_of, TOKEN};
+use super::scan::{alnum_run, find_byte, is_lws, is_token, parse_decimal, span_of, TOKEN};
 use super::stops::Stops;
 use super::{
     HeaderSpan, Message, ParseError, Span, StartLine, UriError, MAX_HEADERS, MAX_MESSAGE_LEN,
@@ -175,7 +175,7 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
     // The usual request line: a token, one SP, a URI free of blanks and controls, one SP
     // and the version in capitals. Anything else takes the checks below, which give the
     // error.
-    let method_len = span_of(line, TOKEN);
+    let method_len = alnum_run(line, is_token);
     if method_len > 0 && line.get(method_len) == Some(&b' ') && line.ends_with(b" SIP/2.0") {
         let uri = line.get(method_len + 1..line.len() - 8).unwrap_or_default();
         if !uri.is_empty() && !has_space_or_control(uri) {

@@ -120,12 +120,6 @@ const fn build_extra() -> [u8; 256] {
 
 static EXTRA: [u8; 256] = build_extra();
 
-/// Whether byte `b` is in any of the [`EXTRA`] classes `mask` ([`GEN_VALUE`], [`CALLID`]).
-#[cfg(test)]
-pub(crate) fn is_extra(b: u8, mask: u8) -> bool {
-    EXTRA[usize::from(b)] & mask != 0
-}
-
 /// Whether byte `b` is in any of the classes `mask`.
 #[inline]
 pub(crate) fn is(b: u8, mask: u8) -> bool {
@@ -157,6 +151,46 @@ pub(crate) fn long_run_extra(s: &[u8], mask: u8) -> usize {
         .iter()
         .position(|&b| EXTRA[usize::from(b)] & mask == 0)
         .unwrap_or(rest.len())
+}
+
+/// Length of the prefix of `s` whose bytes pass `in_class`, for a class that holds every
+/// ASCII letter and digit: sixteen bytes per step are screened with [`non_alnum16`] and
+/// only the bytes it flags are tested, so a run of letters and digits (hosts, tags,
+/// Call-IDs, methods) costs a few operations per sixteen bytes. A slice of at least
+/// sixteen bytes ends with a step over its last sixteen (overlapping the previous step,
+/// whose bytes all passed); shorter slices take the byte loop.
+#[inline]
+pub(crate) fn alnum_run(s: &[u8], in_class: impl Fn(u8) -> bool) -> usize {
+    let Some(last) = s.last_chunk::<16>() else {
+        return s.iter().position(|&c| !in_class(c)).unwrap_or(s.len());
+    };
+    let mut base = 0;
+    loop {
+        let (mut m, next) = match s[base..].first_chunk::<16>() {
+            Some(chunk) => (u32::from(non_alnum16(chunk)), base + 16),
+            None => (
+                u32::from(non_alnum16(last)) >> (16 - (s.len() - base)),
+                s.len(),
+            ),
+        };
+        while m != 0 {
+            let at = base + m.trailing_zeros() as usize;
+            if !in_class(s[at]) {
+                return at;
+            }
+            m &= m - 1;
+        }
+        if next == s.len() {
+            return next;
+        }
+        base = next;
+    }
+}
+
+/// Whether byte `b` is in any of the [`EXTRA`] classes `mask` ([`GEN_VALUE`], [`CALLID`]).
+#[inline]
+pub(crate) fn is_extra_class(b: u8, mask: u8) -> bool {
+    EXTRA[usize::from(b)] & mask != 0
 }
 
 /// `token` characters (RFC 3261 §25.1): alphanum and `-.!%*_+`'~`.
@@ -531,6 +565,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn alnum_runs_match_the_byte_loop() {
+        for len in 0..50 {
+            for at in 0..=len {
+                for bad in [b' ', b'@', 0xc3, b'<'] {
+                    for filler in [b'a', b'.', b'7'] {
+                        let mut s = vec![filler; len];
+                        for (i, c) in s.iter_mut().enumerate() {
+                            if i % 5 == 3 {
+                                *c = b'-';
+                            }
+                        }
+                        if at < len {
+                            s[at] = bad;
+                        }
+                        for mask in [TOKEN, HOST, USER] {
+                            assert_eq!(alnum_run(&s, |c| is(c, mask)), span_of(&s, mask));
+                        }
+                        assert_eq!(
+                            alnum_run(&s, |c| is_extra_class(c, CALLID)),
+                            long_run_extra(&s, CALLID)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn non_alnum_masks_are_exact() {
         for background in [b'a', b' ', b'~', 0xff] {
             for pos in 0..16 {
@@ -581,7 +643,10 @@ mod tests {
                         s[stop] = bad;
                     }
                     for mask in [GEN_VALUE, CALLID, GEN_VALUE | CALLID] {
-                        let want = s.iter().position(|&b| !is_extra(b, mask)).unwrap_or(len);
+                        let want = s
+                            .iter()
+                            .position(|&b| !is_extra_class(b, mask))
+                            .unwrap_or(len);
                         assert_eq!(long_run_extra(&s, mask), want, "{len} {stop} {bad} {mask}");
                     }
                 }

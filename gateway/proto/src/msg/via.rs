@@ -4,7 +4,7 @@
 //! are open-ended tokens (§3.1.1.10), and one line may carry several comma-separated values.
 
 use super::params::Params;
-use super::scan::{is_lws, skip_lws, span_of, trim_lws, HOST, TOKEN};
+use super::scan::{alnum_run, is, is_lws, skip_lws, span_of, trim_lws, HOST, TOKEN};
 use super::ValueError;
 
 /// RFC 3261 §8.1.1.7: branches starting with this cookie are globally unique.
@@ -74,7 +74,7 @@ impl<'a> Via<'a> {
             r.find(']').map(|i| i + 1).ok_or(ValueError::BadHost)?
         } else {
             // Alphanumerics, `-`, `.` and `_`: one table load per byte.
-            span_of(r.as_bytes(), HOST)
+            alnum_run(r.as_bytes(), |c| is(c, HOST))
         };
         let host = &r[..host_end];
         if host.is_empty() || (host.starts_with('[') && host.len() < 4) {
