@@ -323,13 +323,21 @@ impl Iterator for FastLines<'_, '_> {
         // The LF is the next stop: hand it out, so the next line's first stop is its own.
         self.stops.next();
         // The value holds no CR or LF (`eol` is the first), so LWS here is SP and HTAB.
+        // Usually one SP follows the colon and the value ends at the CR: two tests answer
+        // that (a byte above SP is not LWS; `eol` is past the colon, so `i + 2 <= eol`).
         let mut vs = i + 1;
-        while vs < eol && matches!(b[vs], b' ' | b'\t') {
+        if b[vs] == b' ' && b[vs + 1] > b' ' {
             vs += 1;
+        } else {
+            while vs < eol && matches!(b[vs], b' ' | b'\t') {
+                vs += 1;
+            }
         }
         let mut ve = eol;
-        while ve > vs && matches!(b[ve - 1], b' ' | b'\t') {
-            ve -= 1;
+        if b[ve - 1] <= b' ' {
+            while ve > vs && matches!(b[ve - 1], b' ' | b'\t') {
+                ve -= 1;
+            }
         }
         if code == Some(Code::ContentLength) {
             let v = &b[vs..ve];
