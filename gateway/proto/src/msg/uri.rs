@@ -180,21 +180,26 @@ impl<'a> Uri<'a> {
                 UriError::BadScheme
             }
         };
-        // `sip:` in any case is the usual scheme, and a valid one.
-        let colon = if s.as_bytes()[..s.len().min(4)].eq_ignore_ascii_case(b"sip:") {
+        // `sip:` in any case is the usual scheme, and a valid one; in lower case (as
+        // nearly everyone writes it) one comparison settles what the scheme is, too.
+        let lower_sip = s.as_bytes().starts_with(b"sip:");
+        let colon = if lower_sip || s.as_bytes()[..s.len().min(4)].eq_ignore_ascii_case(b"sip:") {
             3
         } else {
             find(s, b':').ok_or_else(|| bad_scheme(s))?
         };
         let scheme = &s[..colon];
-        if !is_scheme(scheme) {
+        if !lower_sip && !is_scheme(scheme) {
             return Err(bad_scheme(scheme));
         }
         if s.len() > MAX_URI_LEN {
             return Err(UriError::TooLong);
         }
         let rest = &s[colon + 1..];
-        let parts = if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+        let parts = if lower_sip
+            || scheme.eq_ignore_ascii_case("sip")
+            || scheme.eq_ignore_ascii_case("sips")
+        {
             // Every SIP component is checked against its own character class, which
             // excludes whitespace, controls, quotes and brackets.
             let p = parse_sip(rest).map_err(|e| {
