@@ -15,7 +15,7 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use vigil_benches::vigil::{self, TxnServer, TXN_VARIANTS};
+use vigil_benches::vigil::{self, Arrivals, TxnServer};
 use vigil_benches::{INVITE, REGISTER};
 
 fn main() {
@@ -37,11 +37,11 @@ fn main() {
         }
         "txn_tcp" | "txn_udp" => {
             let udp = case == "txn_udp";
-            let requests = vigil::txn_variants(REGISTER, if udp { "UDP" } else { "TCP" });
+            let mut arrivals = Arrivals::new(REGISTER, if udp { "UDP" } else { "TCP" });
             let mut server = TxnServer::new(udp);
             let warm = 40_000;
-            for i in 0..warm + n {
-                total += server.serve(black_box(&requests[i % TXN_VARIANTS]));
+            for _ in 0..warm + n {
+                total += server.serve(black_box(&arrivals.next_request()));
             }
         }
         _ => {

@@ -88,7 +88,7 @@ impl Ledger {
             match e {
                 TxnEvent::Request { id, request, .. } => {
                     prop_assert!(self.live.insert(id.into()), "id reused");
-                    self.server.push((id, request));
+                    self.server.push((id, *request));
                 }
                 TxnEvent::Terminated { id } => {
                     prop_assert!(

@@ -143,7 +143,7 @@ impl ClientTxn {
                 }
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response,
+                    response: Box::new(response),
                 });
                 Step::Live
             }
@@ -158,7 +158,7 @@ impl ClientTxn {
                 );
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response,
+                    response: Box::new(response),
                 });
                 Step::Live
             }
@@ -170,7 +170,7 @@ impl ClientTxn {
                 self.state = ClientState::Completed;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response,
+                    response: Box::new(response),
                 });
                 io.linger(
                     &mut self.deadline,
@@ -183,7 +183,7 @@ impl ClientTxn {
             (ClientState::Accepted, 200..=299) => {
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response,
+                    response: Box::new(response),
                 });
                 Step::Live
             }
@@ -205,7 +205,7 @@ impl ClientTxn {
                 self.state = ClientState::Proceeding;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response,
+                    response: Box::new(response),
                 });
                 Step::Live
             }
@@ -214,7 +214,7 @@ impl ClientTxn {
                 self.state = ClientState::Completed;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response,
+                    response: Box::new(response),
                 });
                 io.linger(
                     &mut self.deadline,

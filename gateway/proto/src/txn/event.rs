@@ -51,6 +51,9 @@ impl From<ServerTxnId> for TxnId {
 /// What the transaction layer tells its TU; drained with
 /// [`super::Transactions::poll_event`]. Events are also the layer's observability: it has no
 /// logging of its own.
+///
+/// Messages are boxed so that an event is a few words: every event is moved into the queue
+/// and out again, and most (`Terminated`, `Timeout`) carry no message at all.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TxnEvent {
@@ -59,24 +62,27 @@ pub enum TxnEvent {
     /// server transaction it matches (RFC 3261 §9.2); `None` means the TU should answer 481.
     Request {
         id: ServerTxnId,
-        request: Message,
+        request: Box<Message>,
         peer: Peer,
         cancels: Option<ServerTxnId>,
     },
     /// A response for client transaction `id` (provisional or final; for an INVITE also every
     /// 2xx retransmission while the transaction is Accepted, RFC 6026 §8.4, because the TU
     /// acknowledges each one).
-    Response { id: ClientTxnId, response: Message },
+    Response {
+        id: ClientTxnId,
+        response: Box<Message>,
+    },
     /// An ACK the TU must handle: an ACK for a 2xx (it matches no transaction, `txn` is
     /// `None`) or an ACK matching an INVITE server transaction in Accepted (RFC 6026 §8.7).
     Ack {
-        request: Message,
+        request: Box<Message>,
         peer: Peer,
         txn: Option<ServerTxnId>,
     },
     /// A response matching no client transaction (RFC 3261 §18.1.2), e.g. a 2xx
     /// retransmission after the INVITE transaction ended, or a fork's second 2xx.
-    StrayResponse { response: Message, peer: Peer },
+    StrayResponse { response: Box<Message>, peer: Peer },
     /// A transaction timed out: Timer B, F or C for a client (no final response), Timer H
     /// for an INVITE server (no ACK for its final response).
     Timeout { id: TxnId, timer: TxnTimer },

@@ -272,7 +272,10 @@ impl Transactions {
             }
         };
         let Some(&id) = self.client_index.get(&key) else {
-            self.emit(TxnEvent::StrayResponse { response, peer });
+            self.emit(TxnEvent::StrayResponse {
+                response: Box::new(response),
+                peer,
+            });
             return;
         };
         let mut txn = self
@@ -318,7 +321,7 @@ impl Transactions {
         if is_ack {
             // An ACK for a 2xx is its own end-to-end transaction; the TU (dialog) owns it.
             self.emit(TxnEvent::Ack {
-                request,
+                request: Box::new(request),
                 peer,
                 txn: None,
             });
@@ -386,7 +389,7 @@ impl Transactions {
         request.note_to_tag_checked(to_has_tag);
         self.emit(TxnEvent::Request {
             id,
-            request,
+            request: Box::new(request),
             peer,
             cancels,
         });

@@ -159,7 +159,7 @@ impl ServerTxn {
             }
             ServerState::Accepted => {
                 io.emit(TxnEvent::Ack {
-                    request: ack,
+                    request: Box::new(ack),
                     peer: from,
                     txn: Some(self.id),
                 });
