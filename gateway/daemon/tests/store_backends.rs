@@ -362,36 +362,32 @@ async fn sqlite_secrets_are_sealed_at_rest() {
 
 // ---- PostgreSQL ----
 
-#[tokio::test]
-async fn postgres_crud_round_trip() {
+/// Runs `body` on a store in a fresh schema, then closes the store and drops the schema.
+async fn on_postgres<F: std::future::Future<Output = ()>>(body: impl FnOnce(Arc<dyn Store>) -> F) {
     let (fx, store) = PgFixture::new().await;
-    crud_round_trip(Arc::new(store.clone())).await;
+    body(Arc::new(store.clone())).await;
     store.close().await;
     fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_crud_round_trip() {
+    on_postgres(crud_round_trip).await;
 }
 
 #[tokio::test]
 async fn postgres_upsert_runs_keep_write_order() {
-    let (fx, store) = PgFixture::new().await;
-    upsert_runs_keep_write_order(Arc::new(store.clone())).await;
-    store.close().await;
-    fx.drop_schema().await;
+    on_postgres(upsert_runs_keep_write_order).await;
 }
 
 #[tokio::test]
 async fn postgres_state_runs_keep_write_order() {
-    let (fx, store) = PgFixture::new().await;
-    state_runs_keep_write_order(Arc::new(store.clone())).await;
-    store.close().await;
-    fx.drop_schema().await;
+    on_postgres(state_runs_keep_write_order).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_batching_groups_concurrent_writes() {
-    let (fx, store) = PgFixture::new().await;
-    batching_groups_concurrent_writes(Arc::new(store.clone()), 2000).await;
-    store.close().await;
-    fx.drop_schema().await;
+    on_postgres(|store| batching_groups_concurrent_writes(store, 2000)).await;
 }
 
 #[tokio::test]
