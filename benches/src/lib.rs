@@ -11,6 +11,7 @@ pub const REGISTER: &[u8] = include_bytes!("../fixtures/register.sip");
 /// A typical INVITE with two Vias, Record-Route and an SDP offer (~870 bytes).
 pub const INVITE: &[u8] = include_bytes!("../fixtures/invite.sip");
 
+pub mod reg;
 pub mod vigil;
 
 #[cfg(test)]

@@ -8,13 +8,20 @@
 //! callgrind_annotate /tmp/cg.out
 //! ```
 //!
-//! Cases: `register`, `register_auth`, `invite`, `txn_tcp`, `txn_udp`. The transaction cases
-//! first run 40,000 requests (UDP: enough for Timer J to keep ~32,000 live transactions),
-//! then the measured ones; subtract a run with `N = 0` to get the per-request cost.
+//! Cases: `register`, `register_auth`, `invite`, `txn_tcp`, `txn_udp`, `reg_cycle`. The
+//! transaction cases first run 40,000 requests (UDP: enough for Timer J to keep ~32,000 live
+//! transactions), then the measured ones; subtract a run with `N = 0` to get the per-request
+//! cost.
+//!
+//! `reg_cycle` runs the registration engine against an in-process registrar until N upstream
+//! registrations (REGISTER, 401, REGISTER with digest, 200) are done, with 20,000 + N
+//! bindings waiting under the pace; count only the engine with
+//! `--toggle-collect='*RegCycle*engine_*'` and divide by N.
 
 use std::hint::black_box;
 
 use bytes::Bytes;
+use vigil_benches::reg::RegCycle;
 use vigil_benches::vigil::{self, Arrivals, TxnServer};
 use vigil_benches::{INVITE, REGISTER};
 
@@ -44,8 +51,16 @@ fn main() {
                 total += server.serve(black_box(&arrivals.next_request()));
             }
         }
+        "reg_cycle" => {
+            let mut reg = RegCycle::new(20_000 + n as u64);
+            while reg.registered() < n {
+                total += reg.cycle();
+            }
+        }
         _ => {
-            eprintln!("usage: callgrind register|register_auth|invite|txn_tcp|txn_udp [N]");
+            eprintln!(
+                "usage: callgrind register|register_auth|invite|txn_tcp|txn_udp|reg_cycle [N]"
+            );
             std::process::exit(2);
         }
     }
