@@ -1,8 +1,9 @@
 //! The core driver: the one task that owns the sans-IO transaction layer and, when the
 //! intake API runs, the registration engine ([`RegDriver`]).
 //!
-//! Run loop (str0m style): wait for the first of an inbound item, a registration command, the
-//! next deadline of either core, or shutdown; feed it in with the current time
+//! Run loop (str0m style): wait for the first of a readable UDP socket (read here, without a
+//! task or queue in between), an inbound item from a TCP/TLS connection task, a registration
+//! command, the next deadline of either core, or shutdown; feed it in with the current time
 //! (`handle_incoming` / `handle_timeout` / `handle_transport_error` / the binding operations);
 //! then drain `poll_event` into the UAS (or the API's binding state) and `poll_transmit` into
 //! the transports. The driver reads the clock; the cores never do. It never awaits anything
@@ -29,8 +30,9 @@ use crate::uas::Uas;
 /// million re-registrations does not keep inbound messages and timers waiting.
 const COMMAND_BATCH: usize = 512;
 
-/// Inbound messages handled per wake before the outputs are drained: a burst of responses
-/// costs one pass over the queues and one timer re-arm, not one each.
+/// Inbound messages (from the stream channel, and datagrams from a UDP socket) handled per
+/// wake before the outputs are drained: a burst of responses costs one pass over the queues
+/// and one timer re-arm, not one each.
 const INBOUND_BATCH: usize = 256;
 
 /// The shortest time between two rounds of deadline handling. Deadlines are paced sends
@@ -94,6 +96,10 @@ impl CoreDriver {
         if self.reg.is_none() {
             commands = None;
         }
+        let mut udp = self.transports.take_udp_receiver();
+        if udp.is_none() {
+            warn!("UDP sockets already read elsewhere: the core driver reads none");
+        }
         // One timer, re-armed only when the deadline moves (creating a sleep per loop would
         // register and cancel a timer entry per message).
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
@@ -148,6 +154,17 @@ impl CoreDriver {
                     }
                     None => break,
                 },
+                index = async {
+                    match &udp {
+                        Some(rx) => rx.ready().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(rx) = udp.as_mut() {
+                        let now = Instant::now();
+                        rx.read(index, INBOUND_BATCH, |item| self.handle_inbound(now, item));
+                    }
+                }
                 cmd = command => match cmd {
                     Some(cmd) => self.handle_commands(cmd, &mut commands),
                     // The API is gone (shutdown): keep serving SIP until told to stop.

@@ -1,13 +1,17 @@
 //! SIP transports: UDP sockets and TCP/TLS connections, feeding one core-driver task.
 //!
-//! Data flow: every socket task frames what it reads (with `vigil_proto::framing`) and sends
-//! [`Inbound`] items into one bounded channel read by the core driver. The driver answers with
+//! Data flow: the core driver reads the UDP sockets itself through the [`UdpReceiver`] it
+//! takes once with [`Transports::take_udp_receiver`], so a datagram is handled in the turn
+//! that reads it. Every TCP/TLS connection task frames what it reads (with
+//! `vigil_proto::framing`) and sends [`Inbound`] items into one bounded channel read by the
+//! same driver. The driver answers with
 //! [`Transports::send`], which never blocks: UDP goes straight to the socket with
 //! `try_send_to`, TCP/TLS into the bounded write queue of the connection found in the
 //! connection table (dialling a new connection if none exists).
 //!
-//! Bounds: one channel to the driver (UDP drops when it is full, streams wait, which pushes
-//! back on the peer through TCP flow control); a write queue per connection; at most
+//! Bounds: UDP reads at most a batch per driver turn and leaves the rest in the kernel's
+//! socket buffer (which drops when full); one channel from the streams to the driver (a
+//! stream waits when it is full, which pushes back on the peer through TCP flow control); a write queue per connection; at most
 //! `max_connections` connections; at most `max_message_size` + one read chunk buffered per
 //! connection; idle, handshake and write timeouts.
 //!
@@ -45,6 +49,7 @@ use crate::tls::TlsContext;
 
 pub use table::ConnId;
 use table::ConnTable;
+pub use udp::UdpReceiver;
 
 /// Capacity of each connection's write queue, in messages.
 const WRITE_QUEUE: usize = 64;
@@ -166,10 +171,13 @@ pub(crate) struct Shared {
 pub struct Transports {
     shared: Arc<Shared>,
     listeners: Arc<[ListenSpec]>,
+    /// Taken once by the core driver.
+    udp_receiver: Arc<std::sync::Mutex<Option<UdpReceiver>>>,
 }
 
 impl Transports {
-    /// Binds every listener in `config.listen` and spawns its task. `tls` is required when a
+    /// Binds every listener in `config.listen` and spawns the TCP/TLS accept tasks (the UDP
+    /// sockets are read by whoever takes [`Self::take_udp_receiver`]). `tls` is required when a
     /// TLS listener is configured. Port 0 binds an ephemeral port; [`Self::listeners`] reports
     /// the bound addresses.
     pub async fn bind(
@@ -230,10 +238,8 @@ impl Transports {
             inbound,
             life,
         });
-        for (_, sock) in &shared.udp {
-            let task = udp::run(Arc::clone(sock), Arc::clone(&shared));
-            shared.life.tracker.spawn(task);
-        }
+        let udp_receiver =
+            UdpReceiver::new(shared.udp.iter().map(|(_, s)| Arc::clone(s)).collect());
         for (transport, listener) in tcp {
             let task = stream::accept_loop(listener, transport, Arc::clone(&shared));
             shared.life.tracker.spawn(task);
@@ -244,7 +250,18 @@ impl Transports {
         Ok(Self {
             shared,
             listeners: bound.into(),
+            udp_receiver: Arc::new(std::sync::Mutex::new(Some(udp_receiver))),
         })
+    }
+
+    /// The reader of every bound UDP socket, for the core driver; `None` once taken (one
+    /// reader per socket: two would split the datagrams between them).
+    pub fn take_udp_receiver(&self) -> Option<UdpReceiver> {
+        self.udp_receiver
+            .lock()
+            // One `take` per critical section: a poisoned slot is consistent.
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The bound listeners (with the actual ports when port 0 was configured).

@@ -1,43 +1,93 @@
-//! The UDP receive loop: one task per bound socket; sends happen from the core driver.
+//! UDP receive: the core driver reads the bound sockets itself; sends happen from the core
+//! driver too ([`super::Transports::send`]).
+//!
+//! There is no receive task: a datagram read here is parsed and handled in the same turn of
+//! the driver's loop. A task per socket feeding the driver through a channel cost a task wake
+//! and a queue hop per datagram, i.e. per REGISTER answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, trace};
 use vigil_proto::framing::{check_datagram, DatagramKind};
 use vigil_proto::txn::Peer;
 
-use super::{Inbound, InboundKind, Shared};
+use super::{Inbound, InboundKind};
 
 /// The largest UDP payload: one read always holds a whole datagram.
 const MAX_DATAGRAM: usize = 65_535;
 
-pub(super) async fn run(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let received = tokio::select! {
-            _ = shared.life.shutdown.cancelled() => break,
-            r = sock.recv_from(&mut buf) => r,
-        };
-        match received {
-            Ok((n, from)) => handle(&buf[..n], from, &shared),
-            // On Linux an ICMP port-unreachable for an earlier send surfaces here as
-            // ConnectionRefused; it concerns that send, not this socket, so keep reading.
-            Err(e) => debug!(error = %e, "UDP receive error"),
-        }
-    }
-    debug!("UDP receive loop stopped");
+/// The bound UDP sockets, read by the core driver; see the module documentation.
+#[derive(Debug)]
+pub struct UdpReceiver {
+    socks: Vec<Arc<UdpSocket>>,
+    buf: Box<[u8]>,
 }
 
-fn handle(data: &[u8], from: SocketAddr, shared: &Shared) {
+impl UdpReceiver {
+    pub(super) fn new(socks: Vec<Arc<UdpSocket>>) -> Self {
+        Self {
+            socks,
+            buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+        }
+    }
+
+    /// Ready when some socket has a datagram (or an error) to read; returns its index for
+    /// [`Self::read`]. Pending forever without sockets. Registers the waker of every socket
+    /// that is not ready, so one wake covers them all.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<usize> {
+        for (i, sock) in self.socks.iter().enumerate() {
+            if sock.poll_recv_ready(cx).is_ready() {
+                return Poll::Ready(i);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Waits for [`Self::poll_ready`].
+    pub async fn ready(&self) -> usize {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    /// Reads up to `max` datagrams from socket `index` without waiting and hands each framed
+    /// one to `handle`. Returns how many datagrams were read (keep-alives and unframable
+    /// ones included); fewer than `max` means the socket is drained.
+    pub fn read(&mut self, index: usize, max: usize, mut handle: impl FnMut(Inbound)) -> usize {
+        let Some(sock) = self.socks.get(index) else {
+            return 0;
+        };
+        let mut read = 0;
+        while read < max {
+            match sock.try_recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    read += 1;
+                    if let Some(item) = frame(&self.buf[..n], from) {
+                        handle(item);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // On Linux an ICMP port-unreachable for an earlier send surfaces here as
+                // ConnectionRefused; it concerns that send, not this socket, so keep reading.
+                Err(e) => {
+                    read += 1;
+                    debug!(error = %e, "UDP receive error");
+                }
+            }
+        }
+        read
+    }
+}
+
+/// What the driver gets from one datagram: `None` for a keep-alive (nothing to handle).
+fn frame(data: &[u8], from: SocketAddr) -> Option<Inbound> {
     let peer = Peer::udp(from);
     let kind = match check_datagram(data) {
         DatagramKind::KeepAlive => {
             trace!(%peer, "UDP keep-alive");
-            return;
+            return None;
         }
         DatagramKind::Message(range) => InboundKind::Message(Bytes::copy_from_slice(&data[range])),
         DatagramKind::Error(error) => {
@@ -47,14 +97,62 @@ fn handle(data: &[u8], from: SocketAddr, shared: &Shared) {
                 error,
             }
         }
-        _ => return,
+        _ => return None,
     };
-    // Never wait on a full queue here: UDP senders retransmit, and a blocked receive loop
-    // would only move the loss into the kernel's socket buffer.
-    match shared.inbound.try_send(Inbound { peer, kind }) {
-        Ok(()) => {}
-        // Logged at debug: under overload a line per drop would add to the load.
-        Err(TrySendError::Full(_)) => debug!(%peer, "core busy: dropped a UDP message"),
-        Err(TrySendError::Closed(_)) => {}
+    Some(Inbound { peer, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_messages_and_skips_keep_alives() {
+        let from: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        assert!(frame(b"\r\n\r\n", from).is_none());
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        match frame(msg, from).map(|i| (i.peer, i.kind)) {
+            Some((peer, InboundKind::Message(bytes))) => {
+                assert_eq!(peer, Peer::udp(from));
+                assert_eq!(&bytes[..], &msg[..]);
+            }
+            other => panic!("expected a message, got {other:?}"),
+        }
+        let short = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nab";
+        assert!(matches!(
+            frame(short, from).map(|i| i.kind),
+            Some(InboundKind::MalformedDatagram { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn reads_what_arrived_then_reports_drained() {
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let to = sock.local_addr().unwrap();
+        let mut rx = UdpReceiver::new(vec![Arc::clone(&sock)]);
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..3 {
+            let m = format!("OPTIONS sip:{i}@b SIP/2.0\r\nContent-Length: 0\r\n\r\n");
+            sender.send_to(m.as_bytes(), to).unwrap();
+        }
+        sender.send_to(b"\r\n\r\n", to).unwrap();
+        let mut got = Vec::new();
+        let mut read = 0;
+        while read < 4 {
+            let i = rx.ready().await;
+            assert_eq!(i, 0);
+            read += rx.read(i, 2, |item| got.push(item));
+        }
+        assert_eq!(read, 4, "two reads of at most two datagrams each");
+        assert_eq!(got.len(), 3, "the keep-alive is not handed on");
+        for (i, item) in got.iter().enumerate() {
+            match &item.kind {
+                InboundKind::Message(b) => {
+                    assert!(b.starts_with(format!("OPTIONS sip:{i}@").as_bytes()))
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(rx.read(0, 8, |_| panic!("nothing is left")), 0);
     }
 }
