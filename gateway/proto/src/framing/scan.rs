@@ -5,19 +5,33 @@
 //! case-insensitive, with whitespace before the colon and folded continuation lines allowed,
 //! RFC 3261 §7.3.1). Everything else in the header section is left to the `msg` parser.
 
-use memchr::memmem;
-
 use super::FramingError;
 
 const CRLF: &[u8] = b"\r\n";
 const CRLFCRLF: &[u8] = b"\r\n\r\n";
+
+/// The index of the first `\r\n` in `hay`. A `memchr` for line feeds (about one per header
+/// line) with a look back at the byte before: `memmem::find` sets up a searcher on every call,
+/// which cost more than the scan of a SIP line itself.
+fn find_crlf(hay: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', hay)
+        .find(|&i| i > 0 && hay[i - 1] == b'\r')
+        .map(|i| i - 1)
+}
+
+/// The index of the first `\r\n\r\n` in `hay`; see [`find_crlf`].
+fn find_crlfcrlf(hay: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', hay)
+        .find(|&i| i >= 3 && hay[i - 3..=i] == *CRLFCRLF)
+        .map(|i| i - 3)
+}
 
 /// Returns the index just past the `CRLFCRLF` that ends the header section of `buf`, searching
 /// from `from` (which callers advance across reads so a slow header is not rescanned from the
 /// start each time; it is clamped to `buf.len()`).
 pub fn find_header_end(buf: &[u8], from: usize) -> Option<usize> {
     let from = from.min(buf.len());
-    memmem::find(&buf[from..], CRLFCRLF).map(|i| from + i + CRLFCRLF.len())
+    find_crlfcrlf(&buf[from..]).map(|i| from + i + CRLFCRLF.len())
 }
 
 /// Finds the `Content-Length` of a header section (start line included, final empty line
@@ -36,7 +50,7 @@ pub fn scan_content_length(section: &[u8]) -> Result<Option<usize>, FramingError
 
     let mut line_start = 0;
     while line_start < section.len() {
-        let line_end = memmem::find(&section[line_start..], CRLF)
+        let line_end = find_crlf(&section[line_start..])
             .map(|i| line_start + i)
             .unwrap_or(section.len());
         let line = &section[line_start..line_end];
@@ -127,4 +141,42 @@ fn parse_value(raw: &[u8]) -> Result<usize, FramingError> {
         return Err(FramingError::InvalidContentLength);
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn naive(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+
+    proptest! {
+        #[test]
+        fn line_searches_agree_with_a_naive_search(
+            hay in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a'), any::<u8>()],
+                0..200,
+            )
+        ) {
+            prop_assert_eq!(find_crlf(&hay), naive(&hay, CRLF));
+            prop_assert_eq!(find_crlfcrlf(&hay), naive(&hay, CRLFCRLF));
+        }
+    }
+
+    #[test]
+    fn line_searches_on_edge_cases() {
+        for (hay, crlf, end) in [
+            (&b""[..], None, None),
+            (b"\n\r\n", Some(1), None),
+            (b"\r\r\n\n\r\n\r\n", Some(1), Some(4)),
+            (b"a\r\n\r\n", Some(1), Some(1)),
+            (b"\n\n\r\r\n", Some(3), None),
+        ] {
+            assert_eq!(find_crlf(hay), crlf, "{hay:?}");
+            assert_eq!(find_crlfcrlf(hay), end, "{hay:?}");
+        }
+    }
 }
