@@ -409,3 +409,46 @@ async fn postgres_secrets_are_sealed_at_rest() {
     store.close().await;
     fx.drop_schema().await;
 }
+
+/// Start-up loads every device, in id order, field for field, across the SQLite loader's
+/// pages (2,000 devices each): two full pages and a partial one.
+async fn load_all_returns_every_device_in_order(store: Arc<dyn Store>) {
+    let secrets = SecretBox::from_key(&[3; 32]);
+    let mut written: Vec<DeviceRecord> = (0..4_001)
+        .map(|i| {
+            let mut r = record(&secrets, &format!("dev-{:05}", (i * 7_919) % 4_001));
+            r.auth_username = (i % 2 == 0).then(|| format!("auth-{i}"));
+            r.outbound_proxy = (i % 3 == 0).then(|| "proxy.example.com:5061".to_owned());
+            r.display_name = Some(format!("Quote \" and \\ and é {i}"));
+            r.last_status = i64::from(i % 600);
+            r
+        })
+        .collect();
+    let ops: Vec<WriteOp> = written
+        .iter()
+        .map(|r| WriteOp::Upsert(Box::new(r.clone())))
+        .collect();
+    store.apply(&ops).await.unwrap();
+    written.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    let loaded = store.load_all().await.unwrap();
+    assert_eq!(loaded.len(), written.len());
+    assert!(
+        loaded == written,
+        "every device comes back unchanged, in id order"
+    );
+    assert_eq!(
+        secrets.open(&loaded[4_000].password_enc).unwrap(),
+        PASSWORD.as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_load_all_returns_every_device_in_order() {
+    let (_dir, store) = sqlite().await;
+    load_all_returns_every_device_in_order(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn postgres_load_all_returns_every_device_in_order() {
+    on_postgres(load_all_returns_every_device_in_order).await;
+}

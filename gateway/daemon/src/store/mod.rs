@@ -168,7 +168,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn apply<'a>(&'a self, ops: &'a [WriteOp]) -> StoreFuture<'a, ()>;
     /// One device.
     fn get<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceRecord>>;
-    /// Every device (start-up: the binding table and the engine are rebuilt from this).
+    /// Every device in `device_id` order (start-up: the binding table and the engine are
+    /// rebuilt from this).
     fn load_all(&self) -> StoreFuture<'_, Vec<DeviceRecord>>;
     /// Number of devices.
     fn count(&self) -> StoreFuture<'_, u64>;
