@@ -3,10 +3,10 @@
 //! buffer is copied once with the fold's CRLF turned into spaces, keeping offsets) or there
 //! are more header fields than the inline capacity.
 //!
-//! The fast path finds each line's colon and line end in a structural index ([`Stops`]):
-//! a bit mask of the `:`, control and non-ASCII bytes computed sixteen bytes at a time,
-//! whose set bits it walks, so the per-line work is a few bit operations rather than a
-//! scan. Two splitters share the framing rules: [`split_fast`] takes the common case
+//! The fast path finds each line's end in a structural index ([`Stops`]): a bit mask of
+//! the control and non-ASCII bytes computed sixteen bytes at a time, whose set bits it
+//! walks, and the colon with one sixteen-byte compare at the start of the line, so the
+//! per-line work is a few bit operations rather than a scan. Two splitters share the framing rules: [`split_fast`] takes the common case
 //! (well-formed, unfolded) and gives up on anything else; [`split_exact`] checks every rule
 //! in order and is the only one that reports errors, so both the offsets of errors and the
 //! spans of valid messages are the exact splitter's (a unit test compares the two).
@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use super::header::Code;
 use super::scan::{alnum_run, find_byte, is_lws, is_token, parse_decimal, span_of, TOKEN};
-use super::stops::Stops;
+use super::stops::{find_colon, Stops};
 use super::{
     HeaderSpan, Message, ParseError, Span, StartLine, UriError, MAX_HEADERS, MAX_MESSAGE_LEN,
 };
@@ -227,8 +227,9 @@ struct Fields {
 }
 
 /// The header section from `from` (just after the start line, whose stops `stops` has
-/// handed out): per line, the colon and the line end are the next stops ([`Stops`]), so
-/// the only per-byte work left is trimming the value's surrounding blanks. Returns `None`,
+/// handed out): per line, the line end is the next stop ([`Stops`]) and the colon the
+/// first in the line's first sixteen bytes ([`find_colon`]), so the only per-byte work
+/// left is trimming the value's surrounding blanks. Returns `None`,
 /// leaving the spans half-filled, for anything but a well-formed unfolded section;
 /// [`split_exact`] then gives the answer, so this never decides an error and its hot loop
 /// carries no error values.
@@ -285,19 +286,20 @@ impl Iterator for FastLines<'_, '_> {
     fn next(&mut self) -> Option<HeaderSpan> {
         let b = self.b;
         let line = self.line;
-        // The line's first stop: its colon, or the CR of the empty line that ends the
-        // section. Anything else (a line end, HTAB, another control or a non-ASCII byte
-        // before any colon) is for the exact splitter.
-        let i = self.stops.next()?;
-        if i == line {
-            if b.get(i..i + 2) == Some(&b"\r\n"[..]) {
-                self.end.head_len = Some(i + 2);
+        // The line's first stop: the CR of the empty line that ends the section, or a
+        // stop after the line's colon. Anything else (a line end, HTAB, another control or
+        // a non-ASCII byte before any colon) is for the exact splitter.
+        let first = self.stops.next()?;
+        if first == line {
+            if b.get(first..first + 2) == Some(&b"\r\n"[..]) {
+                self.end.head_len = Some(first + 2);
             }
             return None;
         }
-        if b[i] != b':' {
-            return None;
-        }
+        // The search starts after the name's first byte: a line starting with `:` (an
+        // empty name) then takes that colon into its name, which fails the token check
+        // below, and `i - 1` stays in the line.
+        let i = find_colon(b, line + 1, first)?;
         // SP may precede the colon (RFC 3261 HCOLON); one test answers the usual case.
         let mut name_end = i;
         if b[i - 1] == b' ' {
@@ -315,7 +317,11 @@ impl Iterator for FastLines<'_, '_> {
         }
         // The line ends at a CRLF not followed by a fold. (A CRLF that ends the buffer
         // leaves the section unterminated, which is the exact splitter's to report.)
-        let eol = self.stops.next_break()?;
+        let eol = if matches!(b[first], b'\r' | b'\n') {
+            first
+        } else {
+            self.stops.next_break()?
+        };
         match b.get(eol..eol + 3) {
             Some(&[b'\r', b'\n', next]) if next != b' ' && next != b'\t' => {}
             _ => return None,
