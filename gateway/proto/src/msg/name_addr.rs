@@ -123,7 +123,7 @@ impl<'a> NameAddr<'a> {
             let (params, rest, [tag, expires]) = if after.is_empty() {
                 (Params::default(), after, [None, None])
             } else {
-                Params::split_capture(after, [TAG, EXPIRES])?
+                Params::split_capture(after, &[TAG, EXPIRES])?
             };
             let n = NameAddr {
                 display,
@@ -153,7 +153,7 @@ impl<'a> NameAddr<'a> {
         if CHECK_URI {
             Uri::parse(uri).map_err(ValueError::Uri)?;
         }
-        let (params, rest, [tag, expires]) = Params::split_capture(&v[end..], [TAG, EXPIRES])?;
+        let (params, rest, [tag, expires]) = Params::split_capture(&v[end..], &[TAG, EXPIRES])?;
         Ok((
             NameAddr {
                 display: None,

@@ -255,7 +255,7 @@ impl<'a> Params<'a> {
     /// (LWS-trimmed at its start).
     #[cfg(test)]
     pub(crate) fn split(s: &'a str) -> Result<(Params<'a>, &'a str), ValueError> {
-        let (p, rest, []) = Self::split_capture(s, [])?;
+        let (p, rest, []) = Self::split_capture(s, &[])?;
         Ok((p, rest))
     }
 
@@ -265,7 +265,7 @@ impl<'a> Params<'a> {
     #[inline]
     pub(crate) fn split_capture<const N: usize>(
         s: &'a str,
-        names: [ParamName; N],
+        names: &[ParamName; N],
     ) -> Result<(Params<'a>, &'a str, [Option<Option<&'a str>>; N]), ValueError> {
         match Self::split_capture_fast(s, names) {
             Some(r) => Ok(r),
@@ -282,14 +282,15 @@ impl<'a> Params<'a> {
     #[inline(never)]
     fn split_capture_fast<const N: usize>(
         s: &'a str,
-        names: [ParamName; N],
+        names: &[ParamName; N],
     ) -> Option<(Params<'a>, &'a str, [Option<Option<&'a str>>; N])> {
         let b = s.as_bytes();
         if b.first() != Some(&b';') {
             return None;
         }
         let mut stops = NonToken::new(b);
-        let mut found = [None; N];
+        // Offsets until the end: only the values asked for become slices.
+        let mut found: [Option<Option<(usize, usize)>>; N] = [None; N];
         let mut i = 0;
         loop {
             match b.get(i) {
@@ -319,7 +320,7 @@ impl<'a> Params<'a> {
                 if ve == vs {
                     return None;
                 }
-                value = Some(s.get(vs..ve)?);
+                value = Some((vs, ve));
                 i = ve;
             }
             for (want, slot) in names.iter().zip(found.iter_mut()) {
@@ -328,14 +329,22 @@ impl<'a> Params<'a> {
                 }
             }
         }
-        Some((Params { raw: s.get(..i)? }, s.get(i..)?, found))
+        let mut values = [None; N];
+        for (v, f) in values.iter_mut().zip(found) {
+            *v = match f {
+                None => None,
+                Some(None) => Some(None),
+                Some(Some((vs, ve))) => Some(Some(s.get(vs..ve)?)),
+            };
+        }
+        Some((Params { raw: s.get(..i)? }, s.get(i..)?, values))
     }
 
     /// [`Params::split_capture`] one parameter at a time, with every rule checked.
     #[allow(clippy::type_complexity)]
     fn split_capture_exact<const N: usize>(
         s: &'a str,
-        names: [ParamName; N],
+        names: &[ParamName; N],
     ) -> Result<(Params<'a>, &'a str, [Option<Option<&'a str>>; N]), ValueError> {
         let b = s.as_bytes();
         let start = skip_lws_at(b, 0);
@@ -360,7 +369,7 @@ impl<'a> Params<'a> {
 
     /// Parses a whole string as a parameter section; trailing text is an error.
     pub fn parse(s: &'a str) -> Result<Params<'a>, ValueError> {
-        let (p, []) = Self::parse_capture(s, [])?;
+        let (p, []) = Self::parse_capture(s, &[])?;
         Ok(p)
     }
 
@@ -368,7 +377,7 @@ impl<'a> Params<'a> {
     #[allow(clippy::type_complexity)]
     pub(crate) fn parse_capture<const N: usize>(
         s: &'a str,
-        names: [ParamName; N],
+        names: &[ParamName; N],
     ) -> Result<(Params<'a>, [Option<Option<&'a str>>; N]), ValueError> {
         let (p, rest, found) = Self::split_capture(s, names)?;
         if rest.is_empty() {
@@ -508,10 +517,10 @@ mod tests {
                         "~", "%", "/",
                     ] {
                         let s = format!("{}{ins}{}", &base[..at], &base[at..]);
-                        let Some(fast) = Params::split_capture_fast(&s, [TAG, EXPIRES]) else {
+                        let Some(fast) = Params::split_capture_fast(&s, &[TAG, EXPIRES]) else {
                             continue;
                         };
-                        let exact = Params::split_capture_exact(&s, [TAG, EXPIRES]);
+                        let exact = Params::split_capture_exact(&s, &[TAG, EXPIRES]);
                         assert_eq!(Ok(fast), exact, "{s:?}");
                         answered += 1;
                     }

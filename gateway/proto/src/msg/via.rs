@@ -108,7 +108,7 @@ impl<'a> Via<'a> {
             port = Some(u16::try_from(n).map_err(|_| ValueError::BadPort)?);
             r = &p[end..];
         }
-        let (params, rest, [branch]) = Params::split_capture(r, [BRANCH])?;
+        let (params, rest, [branch]) = Params::split_capture(r, &[BRANCH])?;
         Ok((
             Via {
                 protocol,
