@@ -224,7 +224,7 @@ impl Message {
             .headers
             .iter()
             .find(|h| h.code == Some(Code::Via))
-            .ok_or(ParseError::MissingHeader(HeaderName::Via))?;
+            .ok_or_else(|| ParseError::MissingHeader(HeaderName::Via))?;
         // What `ListIter::next` does for the first element, with the parser called directly.
         let v = skip_lws(self.text(h.value));
         Via::parse_prefix(v)
