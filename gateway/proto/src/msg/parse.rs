@@ -343,15 +343,21 @@ impl Iterator for FastLines<'_, '_> {
         }
         // The line ends at a CRLF not followed by a fold. (A CRLF that ends the buffer
         // leaves the section unterminated, which is the exact splitter's to report.)
-        let eol = if matches!(b[first], b'\r' | b'\n') {
+        // Usually the line's first stop is that CR, and one read answers both questions.
+        let ends_line = |at: usize| matches!(b.get(at..at + 3), Some(&[b'\r', b'\n', next]) if next != b' ' && next != b'\t');
+        let eol = if ends_line(first) {
             first
+        } else if matches!(b[first], b'\r' | b'\n') {
+            return None;
         } else {
-            self.stops.next_break()?
+            // HTAB, another control or a non-ASCII byte in the value: the line end is
+            // the next CR or LF.
+            let eol = self.stops.next_break()?;
+            if !ends_line(eol) {
+                return None;
+            }
+            eol
         };
-        match b.get(eol..eol + 3) {
-            Some(&[b'\r', b'\n', next]) if next != b' ' && next != b'\t' => {}
-            _ => return None,
-        }
         // The LF is the next stop: hand it out, so the next line's first stop is its own.
         self.stops.next();
         // The value holds no CR or LF (`eol` is the first), so LWS here is SP and HTAB.
