@@ -220,11 +220,10 @@ impl Message {
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
         // The first element of the first Via line, without the adapters of `vias`.
-        let h = self
-            .headers
-            .iter()
-            .find(|h| h.code == Some(Code::Via))
-            .ok_or(ParseError::MissingHeader(HeaderName::Via))?;
+        // (Not `ok_or`: that builds the error, and runs its drop glue, on every call.)
+        let Some(h) = self.headers.iter().find(|h| h.code == Some(Code::Via)) else {
+            return Err(ParseError::MissingHeader(HeaderName::Via));
+        };
         // What `ListIter::next` does for the first element, with the parser called directly.
         let v = skip_lws(self.text(h.value));
         Via::parse_prefix(v)

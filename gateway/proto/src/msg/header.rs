@@ -2,10 +2,11 @@
 //!
 //! Names match case-insensitively and compact forms (RFC 3261 §7.3.3 and later RFCs) map to
 //! their long form, so `v:` and `VIA:` both give [`HeaderName::Via`]. Recognising a name never
-//! allocates: the parser packs the name into three case-folded words (masked loads, no loop)
-//! and compares them with the spellings of the same length and first letter. Inside a parsed
-//! message each header span stores only a one-byte [`Code`]; `Other` names are read back from
-//! the message bytes.
+//! allocates: the parser case-folds the name with masked loads (no loop) and compares it with
+//! the spellings of the same length and first letter; on x86_64 a name of up to sixteen
+//! bytes (all but the longest few) is one SSE2 register and each spelling one compare,
+//! other names are three packed words. Inside a parsed message each header span stores only
+//! a one-byte [`Code`]; `Other` names are read back from the message bytes.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -220,6 +221,87 @@ static FIRST: [u8; KEYS] = CHAINS.0;
 static NEXT: [u8; NAMES.len()] = CHAINS.1;
 static PACKED: [Packed; NAMES.len()] = build_packed();
 
+/// Names of at most this many bytes (all but nine spellings) take [`lookup_short`].
+const SHORT_LEN: usize = 16;
+
+/// A spelling's first [`SHORT_LEN`] bytes `| 0x20`, zero past its end, by chain entry
+/// (index + 1; a `u8`, so that 256 rows need no bounds check), with its code.
+struct Short {
+    bytes: [[u8; SHORT_LEN]; 256],
+    code: [Option<Code>; 256],
+    next: [u8; 256],
+}
+
+const fn build_short() -> Short {
+    let mut t = Short {
+        bytes: [[0; SHORT_LEN]; 256],
+        code: [None; 256],
+        next: [0; 256],
+    };
+    let mut i = 0;
+    while i < NAMES.len() {
+        let name = NAMES[i].0;
+        let mut k = 0;
+        while k < name.len() && k < SHORT_LEN {
+            t.bytes[i + 1][k] = name[k] | 0x20;
+            k += 1;
+        }
+        t.code[i + 1] = Some(NAMES[i].1);
+        t.next[i + 1] = CHAINS.1[i];
+        i += 1;
+    }
+    t
+}
+
+static SHORT: Short = build_short();
+
+/// For each length up to [`SHORT_LEN`], ones over that many bytes.
+static SHORT_MASKS: [[u8; SHORT_LEN]; SHORT_LEN + 1] = {
+    let mut out = [[0; SHORT_LEN]; SHORT_LEN + 1];
+    let mut len = 0;
+    while len <= SHORT_LEN {
+        let mut i = 0;
+        while i < len {
+            out[len][i] = 0xff;
+            i += 1;
+        }
+        len += 1;
+    }
+    out
+};
+
+/// [`Code::lookup_at`] of a name of 1..=[`SHORT_LEN`] bytes at the start of `window`:
+/// one SSE2 register holds the name (`| 0x20`, masked to its length) and each spelling
+/// of the chain is one compare against it. The first byte is taken as written: `& 31`
+/// in [`key_of`] ignores the `0x20` bit.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn lookup_short(window: &[u8; SHORT_LEN], len: usize) -> Option<Code> {
+    use safe_arch::{
+        bitand_m128i, bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i,
+    };
+    let mut entry = FIRST[key_of(len, window[0])];
+    if entry == 0 {
+        return None;
+    }
+    let name = bitand_m128i(
+        bitor_m128i(load_unaligned_m128i(window), set_splat_i8_m128i(0x20)),
+        load_unaligned_m128i(&SHORT_MASKS[len]),
+    );
+    loop {
+        let e = usize::from(entry);
+        let eq = cmp_eq_mask_i8_m128i(name, load_unaligned_m128i(&SHORT.bytes[e]));
+        if move_mask_i8_m128i(eq) == 0xffff {
+            return SHORT.code[e];
+        }
+        entry = SHORT.next[e];
+        if entry == 0 {
+            return None;
+        }
+    }
+}
+
 impl Code {
     /// Recognises a header name (any case, long or compact) without allocating: one table
     /// load and usually one three-word comparison. `name` must be a token.
@@ -232,6 +314,19 @@ impl Code {
     /// and no branch on the length; near the end of `buf` those bytes are copied first.
     #[inline(always)]
     pub(crate) fn lookup_at(buf: &[u8], start: usize, len: usize) -> Option<Code> {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        if (1..=SHORT_LEN).contains(&len) {
+            if let Some(window) = buf.get(start..).and_then(<[u8]>::first_chunk::<SHORT_LEN>) {
+                return lookup_short(window, len);
+            }
+        }
+        Self::lookup_packed(buf, start, len)
+    }
+
+    /// [`Code::lookup_at`] by three packed words: names longer than [`SHORT_LEN`], names
+    /// near the end of `buf`, and every name off x86_64.
+    #[inline(always)]
+    fn lookup_packed(buf: &[u8], start: usize, len: usize) -> Option<Code> {
         if len == 0 || len > PACK_LEN {
             return None;
         }
@@ -430,6 +525,45 @@ mod tests {
                 String::from_utf8_lossy(name)
             );
         }
+    }
+
+    /// The sixteen-byte lookup agrees with the packed one for every spelling, in lower and
+    /// upper case, with each byte changed to a neighbour in the key's class, shortened and
+    /// lengthened, followed by every kind of byte.
+    #[test]
+    fn short_lookup_agrees_with_packed_lookup() {
+        let mut cases = 0;
+        for (name, _) in NAMES {
+            let mut variants = vec![name.to_vec(), name.to_ascii_uppercase()];
+            for i in 0..name.len() {
+                for c in [name[i] ^ 0x20, name[i] ^ 0x01, name[i] ^ 0x40, b'-', b'!'] {
+                    let mut v = name.to_vec();
+                    v[i] = c;
+                    variants.push(v);
+                }
+            }
+            variants.push(name[..name.len() - 1].to_vec());
+            variants.push([name, &b"s"[..]].concat());
+            for v in variants {
+                for follow in [
+                    &b": x"[..],
+                    b"\r\n",
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                    b"\xff\x00",
+                ] {
+                    let buf = [&v[..], follow, &[b'.'; 24][..]].concat();
+                    let want = Code::lookup_packed(&buf, 0, v.len());
+                    assert_eq!(
+                        Code::lookup_at(&buf, 0, v.len()),
+                        want,
+                        "{}",
+                        String::from_utf8_lossy(&v)
+                    );
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases > 5000);
     }
 
     #[test]

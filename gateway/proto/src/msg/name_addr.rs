@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use super::params::Params;
+use super::params::{Params, EXPIRES, TAG};
 use super::scan::{find_either, is_lws, is_token, skip_lws, split_quoted, trim_lws, unquote};
 use super::uri::Uri;
 use super::{UriError, ValueError};
@@ -123,7 +123,7 @@ impl<'a> NameAddr<'a> {
             let (params, rest, [tag, expires]) = if after.is_empty() {
                 (Params::default(), after, [None, None])
             } else {
-                Params::split_capture(after, ["tag", "expires"])?
+                Params::split_capture(after, &[TAG, EXPIRES])?
             };
             let n = NameAddr {
                 display,
@@ -153,7 +153,7 @@ impl<'a> NameAddr<'a> {
         if CHECK_URI {
             Uri::parse(uri).map_err(ValueError::Uri)?;
         }
-        let (params, rest, [tag, expires]) = Params::split_capture(&v[end..], ["tag", "expires"])?;
+        let (params, rest, [tag, expires]) = Params::split_capture(&v[end..], &[TAG, EXPIRES])?;
         Ok((
             NameAddr {
                 display: None,

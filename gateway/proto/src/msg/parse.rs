@@ -3,10 +3,10 @@
 //! buffer is copied once with the fold's CRLF turned into spaces, keeping offsets) or there
 //! are more header fields than the inline capacity.
 //!
-//! The fast path finds each line's colon and line end in a structural index ([`Stops`]):
-//! a bit mask of the `:`, control and non-ASCII bytes computed sixteen bytes at a time,
-//! whose set bits it walks, so the per-line work is a few bit operations rather than a
-//! scan. Two splitters share the framing rules: [`split_fast`] takes the common case
+//! The fast path finds each line's end in a structural index ([`Stops`]): a bit mask of
+//! the control and non-ASCII bytes computed sixteen bytes at a time, whose set bits it
+//! walks, and the colon with one sixteen-byte compare at the start of the line, so the
+//! per-line work is a few bit operations rather than a scan. Two splitters share the framing rules: [`split_fast`] takes the common case
 //! (well-formed, unfolded) and gives up on anything else; [`split_exact`] checks every rule
 //! in order and is the only one that reports errors, so both the offsets of errors and the
 //! spans of valid messages are the exact splitter's (a unit test compares the two).
@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use super::header::Code;
 use super::scan::{alnum_run, find_byte, is_lws, is_token, parse_decimal, span_of, TOKEN};
-use super::stops::Stops;
+use super::stops::{find_colon, Stops};
 use super::{
     HeaderSpan, Message, ParseError, Span, StartLine, UriError, MAX_HEADERS, MAX_MESSAGE_LEN,
 };
@@ -142,8 +142,33 @@ fn check_version(v: &[u8]) -> Result<(), ParseError> {
     Err(ParseError::BadStartLine)
 }
 
-/// Whether `s` holds a byte `<= 0x20` or DEL, a word at a time.
+/// Whether `s` holds a byte `<= 0x20` or DEL: sixteen bytes at a time with SSE2 when
+/// there are sixteen (the last step overlapping the one before), else a word at a time.
 fn has_space_or_control(s: &[u8]) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(last) = s.last_chunk::<16>() {
+        let (chunks, _) = s.as_chunks::<16>();
+        return chunks.iter().any(space_or_control16) || space_or_control16(last);
+    }
+    has_space_or_control_words(s)
+}
+
+/// Whether `chunk` holds a byte `<= 0x20` (unsigned) or DEL.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn space_or_control16(chunk: &[u8; 16]) -> bool {
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i,
+    };
+    let v = load_unaligned_m128i(chunk);
+    let low = cmp_eq_mask_i8_m128i(min_u8_m128i(v, set_splat_i8_m128i(0x20)), v);
+    let del = cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(0x7f));
+    move_mask_i8_m128i(bitor_m128i(low, del)) != 0
+}
+
+/// [`has_space_or_control`] a word at a time: short slices, and every slice off x86_64.
+fn has_space_or_control_words(s: &[u8]) -> bool {
     let (words, tail) = s.as_chunks::<8>();
     words.iter().any(|w| {
         let w = u64::from_le_bytes(*w);
@@ -227,8 +252,9 @@ struct Fields {
 }
 
 /// The header section from `from` (just after the start line, whose stops `stops` has
-/// handed out): per line, the colon and the line end are the next stops ([`Stops`]), so
-/// the only per-byte work left is trimming the value's surrounding blanks. Returns `None`,
+/// handed out): per line, the line end is the next stop ([`Stops`]) and the colon the
+/// first in the line's first sixteen bytes ([`find_colon`]), so the only per-byte work
+/// left is trimming the value's surrounding blanks. Returns `None`,
 /// leaving the spans half-filled, for anything but a well-formed unfolded section;
 /// [`split_exact`] then gives the answer, so this never decides an error and its hot loop
 /// carries no error values.
@@ -244,8 +270,8 @@ fn split_fast<'b>(
     headers: &mut Headers,
 ) -> Option<Fields> {
     let mut end = FastEnd::default();
+    debug_assert!(std::ptr::eq(b, stops.bytes()));
     headers.extend(FastLines {
-        b,
         stops,
         line: from,
         count: 0,
@@ -269,8 +295,8 @@ struct FastEnd {
 /// [`split_fast`]'s lines: ends at the empty line (setting `end.head_len`) or at anything
 /// the fast path does not take (leaving it `None`).
 struct FastLines<'s, 'b> {
-    b: &'b [u8],
-    /// Owned, so that the walk's state stays in registers.
+    /// Owned, so that the walk's state stays in registers. Its bytes are the message's:
+    /// one copy of the slice, not two, competes for the registers.
     stops: Stops<'b>,
     /// Where the next line starts.
     line: usize,
@@ -283,21 +309,22 @@ impl Iterator for FastLines<'_, '_> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<HeaderSpan> {
-        let b = self.b;
+        let b = self.stops.bytes();
         let line = self.line;
-        // The line's first stop: its colon, or the CR of the empty line that ends the
-        // section. Anything else (a line end, HTAB, another control or a non-ASCII byte
-        // before any colon) is for the exact splitter.
-        let i = self.stops.next()?;
-        if i == line {
-            if b.get(i..i + 2) == Some(&b"\r\n"[..]) {
-                self.end.head_len = Some(i + 2);
+        // The line's first stop: the CR of the empty line that ends the section, or a
+        // stop after the line's colon. Anything else (a line end, HTAB, another control or
+        // a non-ASCII byte before any colon) is for the exact splitter.
+        let first = self.stops.next()?;
+        if first == line {
+            if b.get(first..first + 2) == Some(&b"\r\n"[..]) {
+                self.end.head_len = Some(first + 2);
             }
             return None;
         }
-        if b[i] != b':' {
-            return None;
-        }
+        // The search starts after the name's first byte: a line starting with `:` (an
+        // empty name) then takes that colon into its name, which fails the token check
+        // below, and `i - 1` stays in the line.
+        let i = find_colon(b, line + 1, first)?;
         // SP may precede the colon (RFC 3261 HCOLON); one test answers the usual case.
         let mut name_end = i;
         if b[i - 1] == b' ' {
@@ -305,8 +332,9 @@ impl Iterator for FastLines<'_, '_> {
                 name_end -= 1;
             }
         }
+        // At most 32 bytes ([`find_colon`]), so it fits the span's `u16`.
         let name_len = name_end - line;
-        if name_len == 0 || name_len > usize::from(u16::MAX) {
+        if name_len == 0 {
             return None;
         }
         let code = Code::lookup_at(b, line, name_len);
@@ -315,11 +343,21 @@ impl Iterator for FastLines<'_, '_> {
         }
         // The line ends at a CRLF not followed by a fold. (A CRLF that ends the buffer
         // leaves the section unterminated, which is the exact splitter's to report.)
-        let eol = self.stops.next_break()?;
-        match b.get(eol..eol + 3) {
-            Some(&[b'\r', b'\n', next]) if next != b' ' && next != b'\t' => {}
-            _ => return None,
-        }
+        // Usually the line's first stop is that CR, and one read answers both questions.
+        let ends_line = |at: usize| matches!(b.get(at..at + 3), Some(&[b'\r', b'\n', next]) if next != b' ' && next != b'\t');
+        let eol = if ends_line(first) {
+            first
+        } else if matches!(b[first], b'\r' | b'\n') {
+            return None;
+        } else {
+            // HTAB, another control or a non-ASCII byte in the value: the line end is
+            // the next CR or LF.
+            let eol = self.stops.next_break()?;
+            if !ends_line(eol) {
+                return None;
+            }
+            eol
+        };
         // The LF is the next stop: hand it out, so the next line's first stop is its own.
         self.stops.next();
         // The value holds no CR or LF (`eol` is the first), so LWS here is SP and HTAB.
@@ -730,6 +768,47 @@ mod tests {
             cases > 128 * base.len(),
             "the fast splitter answers most cases"
         );
+    }
+
+    /// Names too long for the fast splitter's colon search are the exact splitter's.
+    #[test]
+    fn long_names_take_the_exact_split() {
+        for n in [31, 32, 33, 40, 300] {
+            let name = "X".repeat(n);
+            let b = format!("{name}: v\r\nVia: SIP/2.0/UDP h\r\n\r\n").into_bytes();
+            let mut fast = Headers::new();
+            let f = split_fast(&b, 0, Stops::new(&b), &mut fast);
+            assert_eq!(f.is_some(), n <= 32, "{n}");
+            let mut exact = Headers::new();
+            split_exact(&b, 0, &mut exact).expect("valid");
+            assert_eq!(exact[0].name_len as usize, n);
+            let m = p(&format!(
+                "OPTIONS sip:a SIP/2.0\r\n{}",
+                String::from_utf8_lossy(&b)
+            ))
+            .expect("valid");
+            assert_eq!(
+                m.header(HeaderName::parse(&name).expect("token")),
+                Some("v")
+            );
+        }
+    }
+
+    /// Both screens agree with the definition for every byte value at every position of
+    /// slices of every length up to 40.
+    #[test]
+    fn space_or_control_screens_are_exact() {
+        for len in 1..40 {
+            for pos in 0..len {
+                for v in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[pos] = v;
+                    let want = v <= b' ' || v == 0x7f;
+                    assert_eq!(has_space_or_control(&s), want, "{len} {pos} {v:#x}");
+                    assert_eq!(has_space_or_control_words(&s), want, "{len} {pos} {v:#x}");
+                }
+            }
+        }
     }
 
     #[test]

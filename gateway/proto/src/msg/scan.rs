@@ -167,10 +167,23 @@ pub(crate) fn long_run_extra(s: &[u8], mask: u8) -> usize {
 /// whose bytes all passed); shorter slices take the byte loop.
 #[inline]
 pub(crate) fn alnum_run(s: &[u8], in_class: impl Fn(u8) -> bool) -> usize {
+    alnum_run_at(s, 0, in_class)
+}
+
+/// [`alnum_run`] of `s[from..]`, as a position in `s`: the bytes before `from` let a run
+/// near the end of a longer slice (a URI's host) take the shifted last step instead of
+/// the byte loop.
+#[inline]
+pub(crate) fn alnum_run_at(s: &[u8], from: usize, in_class: impl Fn(u8) -> bool) -> usize {
     let Some(last) = s.last_chunk::<16>() else {
-        return s.iter().position(|&c| !in_class(c)).unwrap_or(s.len());
+        let rest = &s[from..];
+        return from
+            + rest
+                .iter()
+                .position(|&c| !in_class(c))
+                .unwrap_or(rest.len());
     };
-    let mut base = 0;
+    let mut base = from;
     loop {
         let (mut m, next) = match s[base..].first_chunk::<16>() {
             Some(chunk) => (u32::from(non_alnum16(chunk)), base + 16),
@@ -226,7 +239,8 @@ pub(crate) fn trim_lws(s: &str) -> &str {
     s.get(start..end.max(start)).unwrap_or("")
 }
 
-#[inline]
+/// (Always inlined: the usual answer is one byte test, cheaper than the call.)
+#[inline(always)]
 pub(crate) fn skip_lws(s: &str) -> &str {
     // Most separators have no LWS around them: a one-byte check answers that case.
     if !s.as_bytes().first().is_some_and(|&b| is_lws(b)) {
@@ -587,6 +601,12 @@ mod tests {
                         }
                         for mask in [TOKEN, HOST, USER] {
                             assert_eq!(alnum_run(&s, |c| is(c, mask)), span_of(&s, mask));
+                            for from in 0..=len {
+                                assert_eq!(
+                                    alnum_run_at(&s, from, |c| is(c, mask)),
+                                    from + span_of(&s[from..], mask)
+                                );
+                            }
                         }
                         assert_eq!(
                             alnum_run(&s, |c| is_extra_class(c, CALLID)),

@@ -1,15 +1,18 @@
 //! The splitter's structural index: the positions of the bytes it stops at, found 64 bytes
-//! at a time as a bit mask and handed out in order, so that finding a header's colon or
-//! line end is a trailing-zero count instead of a scan.
+//! at a time as a bit mask and handed out in order, so that finding a header's line end is
+//! a trailing-zero count instead of a scan.
 //!
-//! A stop is a `:`, a byte below 0x0E (CR, LF, HTAB, other controls) or a non-ASCII byte
-//! (one signed compare finds both of the latter; non-ASCII bytes are rare in a header
-//! section and the splitter skips them like any stop that is not a line end). A header line
-//! usually holds three (its colon, CR, LF) plus the colons of its value (`sip:`, ports);
-//! the splitter walks them one by one and reads each stop's byte to tell which it is. The
-//! bytes between are looked at once, sixteen at a time, when their block is classified.
-//! Blocks are classified when the walk reaches them, so the bytes past the header section
-//! are scanned only to the end of the block the empty line is in.
+//! A stop is a byte below 0x0E (CR, LF, HTAB, other controls) or a non-ASCII byte (one
+//! signed compare finds both; non-ASCII bytes are rare in a header section and the
+//! splitter skips them like any stop that is not a line end). A header line usually holds
+//! two (its CR and LF); the splitter walks them one by one and reads each stop's byte to
+//! tell which it is. The bytes between are looked at once, sixteen at a time, when their
+//! block is classified. Blocks are classified when the walk reaches them, so the bytes past
+//! the header section are scanned only to the end of the block the empty line is in.
+//!
+//! Colons are not stops: a header's colon is found by [`find_colon`], one sixteen-byte
+//! compare at the start of the line, so that the colons inside values (`sip:`, ports,
+//! `urn:uuid:`) cost the walk nothing.
 //!
 //! On x86_64 a block is classified with SSE2 (baseline there) through `safe_arch`, which
 //! wraps the intrinsics in safe functions (the crate forbids `unsafe`); elsewhere eight
@@ -40,20 +43,32 @@ impl<'a> Stops<'a> {
         s
     }
 
-    /// Classifies the block starting at `at` (`<= b.len()`). A short last block is padded
-    /// with spaces, which are not stops.
+    /// Classifies the block starting at `at` (`<= b.len()`). A short last block is read as
+    /// the buffer's last 64 bytes, shifted (the bytes before it were classified already),
+    /// or, in a buffer shorter than a block, padded with spaces, which are not stops.
     #[inline]
     fn load(&mut self, at: usize) {
         self.base = at;
         let rest = &self.b[at..];
         self.bits = match rest.first_chunk::<BLOCK>() {
             Some(block) => classify(block),
-            None => {
-                let mut block = [b' '; BLOCK];
-                block[..rest.len()].copy_from_slice(rest);
-                classify(&block)
-            }
+            None => match self.b.last_chunk::<BLOCK>() {
+                // `rest.len() < BLOCK`, so the shift is in 1..=64 bits; as a u128 it
+                // cannot overflow, and it leaves exactly the bits of `rest`.
+                Some(last) => (u128::from(classify(last)) >> (BLOCK - rest.len())) as u64,
+                None => {
+                    let mut block = [b' '; BLOCK];
+                    block[..rest.len()].copy_from_slice(rest);
+                    classify(&block)
+                }
+            },
         };
+    }
+
+    /// The bytes whose stops these are.
+    #[inline(always)]
+    pub(super) fn bytes(&self) -> &'a [u8] {
+        self.b
     }
 
     /// Position of the next stop, or `None` past the last one.
@@ -84,24 +99,20 @@ impl<'a> Stops<'a> {
 }
 
 /// The stops of one block, with SSE2: per sixteen bytes, a signed `v < 0x0E` finds the
-/// bytes below 0x0E and from 0x80, and one more compare the colons.
+/// bytes below 0x0E and from 0x80.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn classify(block: &[u8; BLOCK]) -> u64 {
     use safe_arch::{
-        bitor_m128i, cmp_eq_mask_i8_m128i, cmp_lt_mask_i8_m128i, load_unaligned_m128i,
-        move_mask_i8_m128i, set_splat_i8_m128i,
+        cmp_lt_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
     };
     let limit = set_splat_i8_m128i(0x0e);
-    let colon = set_splat_i8_m128i(b':' as i8);
     let mut bits = 0u64;
     let (chunks, _) = block.as_chunks::<16>();
     for (k, chunk) in chunks.iter().enumerate() {
-        let v = load_unaligned_m128i(chunk);
-        let control = cmp_lt_mask_i8_m128i(v, limit);
-        let stops = bitor_m128i(control, cmp_eq_mask_i8_m128i(v, colon));
+        let control = cmp_lt_mask_i8_m128i(load_unaligned_m128i(chunk), limit);
         // `move_mask` sets only the low 16 bits: one per byte.
-        bits |= u64::from(move_mask_i8_m128i(stops) as u16) << (16 * k);
+        bits |= u64::from(move_mask_i8_m128i(control) as u16) << (16 * k);
     }
     bits
 }
@@ -124,17 +135,68 @@ fn classify_portable(block: &[u8; BLOCK]) -> u64 {
     for (k, w) in words.iter().enumerate() {
         let w = u64::from_le_bytes(*w);
         // Adding to the low seven bits of a byte cannot carry into the next byte, so each
-        // byte's high bit is exact: set in `below` when the byte has its own high bit set
-        // or its low bits stay under 0x0E, in `colon` when it is `:`.
+        // byte's high bit is exact: set when the byte has its own high bit set or its low
+        // bits stay under 0x0E.
         let below = (w | !((w & LOW7) + ONES * (0x80 - 0x0e))) & HIGH;
-        let x = w ^ (ONES * u64::from(b':'));
-        let colon = !(((x & LOW7) + LOW7) | x) & HIGH;
         // The multiplication moves the high bit of byte `i` to bit `56 + i`, no two
         // partial products meeting.
-        let gathered = (below | colon).wrapping_mul(0x0002_0408_1020_4081) >> 56;
+        let gathered = below.wrapping_mul(0x0002_0408_1020_4081) >> 56;
         bits |= gathered << (8 * k);
     }
     bits
+}
+
+/// Bit `i` set when `chunk[i]` is `:`.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn colons16(chunk: &[u8; 16]) -> u32 {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let eq = cmp_eq_mask_i8_m128i(load_unaligned_m128i(chunk), set_splat_i8_m128i(b':' as i8));
+    move_mask_i8_m128i(eq) as u32 & 0xffff
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn colons16(chunk: &[u8; 16]) -> u32 {
+    colons16_portable(chunk)
+}
+
+/// [`colons16`] a byte at a time: the fallback off x86_64.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn colons16_portable(chunk: &[u8; 16]) -> u32 {
+    let mut bits = 0;
+    for (i, &c) in chunk.iter().enumerate() {
+        bits |= u32::from(c == b':') << i;
+    }
+    bits
+}
+
+/// Position of the first `:` in `b[from..to]` (`from <= to <= b.len()`) if it is among
+/// the 32 bytes from `from`, else `None`. A header name and its colon fit the first
+/// sixteen bytes of the line nearly always, so this is one compare; longer names are for
+/// the exact splitter, and the last few bytes of a buffer are looked at one by one.
+#[inline(always)]
+pub(super) fn find_colon(b: &[u8], from: usize, to: usize) -> Option<usize> {
+    for at in [from, from + 16] {
+        if at >= to {
+            return None;
+        }
+        let Some(chunk) = b.get(at..).and_then(<[u8]>::first_chunk::<16>) else {
+            return b[at..to]
+                .iter()
+                .position(|&c| c == b':')
+                .map(|i| at + i)
+                .filter(|&i| i < from + 32);
+        };
+        let m = colons16(chunk);
+        if m != 0 {
+            let i = at + m.trailing_zeros() as usize;
+            return (i < to).then_some(i);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -145,7 +207,7 @@ mod tests {
     fn classify_naive(block: &[u8; BLOCK]) -> u64 {
         let mut bits = 0;
         for (i, &c) in block.iter().enumerate() {
-            if !(0x0e..0x80).contains(&c) || c == b':' {
+            if !(0x0e..0x80).contains(&c) {
                 bits |= 1 << i;
             }
         }
@@ -185,22 +247,91 @@ mod tests {
         }
     }
 
+    /// [`find_colon`] agrees with a plain search for every colon position and range, near
+    /// the end of the buffer too, and both colon masks with the definition.
+    #[test]
+    fn finds_colons_like_a_plain_search() {
+        for len in 0..80 {
+            for colon in 0..=len {
+                let mut b = vec![b'a'; len];
+                if colon < len {
+                    b[colon] = b':';
+                }
+                if colon + 7 < len {
+                    b[colon + 7] = b':';
+                }
+                for from in 0..=len {
+                    for to in from..=len {
+                        let want = b[from..to]
+                            .iter()
+                            .position(|&c| c == b':')
+                            .map(|i| from + i)
+                            .filter(|&i| i < from + 32);
+                        assert_eq!(find_colon(&b, from, to), want, "{len} {colon} {from}..{to}");
+                    }
+                }
+            }
+        }
+        for pos in 0..16 {
+            for v in 0..=255u8 {
+                let mut chunk = [b':'; 16];
+                chunk[pos] = v;
+                let want = !(u32::from(v != b':') << pos) & 0xffff;
+                assert_eq!(colons16(&chunk), want);
+                assert_eq!(colons16_portable(&chunk), want);
+            }
+        }
+    }
+
+    /// The walk hands out exactly the stops of a plain scan for buffers of every length
+    /// (short last blocks read shifted from the buffer's last 64 bytes, or padded).
+    #[test]
+    fn walk_matches_a_plain_scan_at_every_length() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..300 {
+            for _ in 0..4 {
+                let b: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // Mostly ordinary bytes, some stops of each kind.
+                        match seed % 16 {
+                            0 => b'\r',
+                            1 => b'\n',
+                            2 => 0xc3,
+                            3 => b'\t',
+                            _ => b'a' + (seed % 26) as u8,
+                        }
+                    })
+                    .collect();
+                let want: Vec<usize> = (0..len)
+                    .filter(|&i| !(0x0e..0x80).contains(&b[i]))
+                    .collect();
+                let mut s = Stops::new(&b);
+                let got: Vec<usize> = std::iter::from_fn(|| s.next()).collect();
+                assert_eq!(got, want, "len {len}");
+            }
+        }
+    }
+
     #[test]
     fn walks_stops_across_blocks_to_the_end() {
         let mut b = vec![b'a'; 300];
         for (at, c) in [
-            (10, b':'),
+            (10, b'\x01'),
             (63, b'\t'),
             (64, b'\r'),
             (65, b'\n'),
-            (200, b':'),
+            (100, b':'),
+            (200, 0xc3),
             (299, 0),
         ] {
             b[at] = c;
         }
         let mut s = Stops::new(&b);
         let all: Vec<_> = std::iter::from_fn(|| s.next()).collect();
-        assert_eq!(all, [10, 63, 64, 65, 200, 299]);
+        assert_eq!(all, [10, 63, 64, 65, 200, 299], "colons are not stops");
         let mut s = Stops::new(&b);
         assert_eq!(s.next_break(), Some(64));
         assert_eq!(s.next_break(), Some(65));

@@ -369,7 +369,7 @@ fn span_escaped(b: &[u8], from: usize, mask: u8) -> usize {
     let mut i = from;
     loop {
         // Runs of class bytes in a tight loop; an escape is the rare case between them.
-        i += super::scan::alnum_run(&b[i..], |c| super::scan::is(c, mask));
+        i = super::scan::alnum_run_at(b, i, |c| super::scan::is(c, mask));
         if b.get(i) == Some(&b'%')
             && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
             && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
@@ -415,9 +415,11 @@ fn parse_sip(rest: &str) -> Result<SipParts<'_>, UriError> {
             .map(|i| i + 1)
             .ok_or(UriError::BadHost)?
     } else {
-        super::scan::alnum_run(hostpart.as_bytes(), |c| {
+        // From `rest`, which `hostpart` ends: a short host then takes the shifted step.
+        let from = rest.len() - hostpart.len();
+        super::scan::alnum_run_at(rest.as_bytes(), from, |c| {
             super::scan::is(c, super::scan::HOST)
-        })
+        }) - from
     };
     let host = &hostpart[..host_end];
     let next_ok = matches!(

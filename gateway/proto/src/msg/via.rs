@@ -3,7 +3,7 @@
 //! LWS is allowed around `/` and `:` and before parameters (RFC 4475 §3.1.1.1), transports
 //! are open-ended tokens (§3.1.1.10), and one line may carry several comma-separated values.
 
-use super::params::Params;
+use super::params::{Params, BRANCH};
 use super::scan::{alnum_run, is, is_lws, skip_lws, span_of, trim_lws, HOST, TOKEN};
 use super::ValueError;
 
@@ -108,7 +108,7 @@ impl<'a> Via<'a> {
             port = Some(u16::try_from(n).map_err(|_| ValueError::BadPort)?);
             r = &p[end..];
         }
-        let (params, rest, [branch]) = Params::split_capture(r, ["branch"])?;
+        let (params, rest, [branch]) = Params::split_capture(r, &[BRANCH])?;
         Ok((
             Via {
                 protocol,
