@@ -417,6 +417,39 @@ pub(crate) fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Resu
     f.write_str("\"")
 }
 
+/// [`write_quoted`] into a `String`, for printers that build a header value directly
+/// (the REGISTER path) without going through `fmt`.
+pub(crate) fn push_quoted(out: &mut String, value: &str) {
+    fn special(b: u8) -> bool {
+        b == b'"' || b == b'\\' || (b.is_ascii_control() && b != b'\t')
+    }
+    out.push('"');
+    let mut rest = value;
+    while let Some(i) = rest.bytes().position(special) {
+        out.push_str(&rest[..i]);
+        // `special` matches ASCII bytes only, so `i..i + 1` is one whole character.
+        match rest.as_bytes()[i] {
+            b'\r' | b'\n' => out.push(' '),
+            _ => {
+                out.push('\\');
+                out.push_str(&rest[i..i + 1]);
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+/// [`write_token_or_quoted`] into a `String`.
+pub(crate) fn push_token_or_quoted(out: &mut String, value: &str) {
+    if is_token(value) {
+        out.push_str(value);
+    } else {
+        push_quoted(out, value);
+    }
+}
+
 /// Writes `value` bare if it is a token, else quoted: for parameters whose grammar is a token
 /// (`algorithm`, `nc`, `qop` in credentials), which some peers only accept unquoted.
 pub(crate) fn write_token_or_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
@@ -559,6 +592,36 @@ mod tests {
         ));
         let many = format!("Digest {}", vec!["a=b"; 100].join(","));
         assert_eq!(parse_items(&many), Err(ParseError::TooManyParams));
+    }
+
+    #[test]
+    fn push_quoted_matches_write_quoted() {
+        struct Q<'a>(&'a str, bool);
+        impl fmt::Display for Q<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                if self.1 {
+                    write_token_or_quoted(f, self.0)
+                } else {
+                    write_quoted(f, self.0)
+                }
+            }
+        }
+        for v in [
+            "plain",
+            "",
+            "a\"b\\c",
+            "x\r\ny\u{1}z\tä\"",
+            "MD5",
+            "a b",
+            "auth-int",
+        ] {
+            let mut s = String::new();
+            push_quoted(&mut s, v);
+            assert_eq!(s, Q(v, false).to_string(), "{v:?}");
+            s.clear();
+            push_token_or_quoted(&mut s, v);
+            assert_eq!(s, Q(v, true).to_string(), "{v:?}");
+        }
     }
 
     #[test]

@@ -227,15 +227,23 @@ impl Binding {
             "" => self.strings.get(USER),
             a => a,
         };
-        let credentials = digest::authorize(
-            &mut self.auth,
-            &site.domain,
-            rng,
-            auth_user,
-            self.strings.get(PASSWORD),
-            "REGISTER",
-            &uri,
-        );
+        // Before the branch is drawn, as always, so the random stream stays the same.
+        let mut credentials = String::new();
+        let mut ends = smallvec::SmallVec::new();
+        if self.auth.is_some() {
+            credentials.reserve(384);
+            digest::authorize(
+                &mut self.auth,
+                &site.domain,
+                rng,
+                auth_user,
+                self.strings.get(PASSWORD),
+                "REGISTER",
+                &uri,
+                &mut credentials,
+                &mut ends,
+            );
+        }
         let s = &self.strings;
         let local = &*reg.local_addr;
         let mut p = Printer::request(Method::Register.as_str(), &uri);
@@ -296,12 +304,14 @@ impl Binding {
         v.clear();
         v.push_str(decimal(&mut [0; 20], u64::from(expires)));
         p.header(&HeaderName::Expires, &v);
-        for (kind, value) in &credentials {
+        let mut from = 0;
+        for &(kind, end) in &ends {
             let name = match kind {
                 crate::auth::ChallengeKind::Www => HeaderName::Authorization,
                 crate::auth::ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
             };
-            p.header(&name, value);
+            p.header(&name, &credentials[from..end]);
+            from = end;
         }
         if let Some(ua) = &reg.user_agent {
             p.header(&HeaderName::UserAgent, ua);

@@ -531,7 +531,7 @@ impl Registrations {
             digest::handle_challenge(&mut b.auth, domain, kind, response.header_lines(header))
         });
         if challenged.is_none() {
-            digest::handle_success(&mut b.auth, domain);
+            digest::handle_success(&mut b.auth);
         }
         // Removal or a new configuration arrived while this REGISTER was in flight: whatever
         // it was answered, start the next step afresh (a challenge is kept for it).
