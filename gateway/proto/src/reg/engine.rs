@@ -10,7 +10,7 @@ use crate::auth::ChallengeKind;
 use crate::msg::{HeaderName, Message, Method, ResponseBuilder};
 use crate::rng::CoreRng;
 use crate::timer::Timers;
-use crate::txn::{ClientTxnId, Peer, Transactions, Transmit, TxnEvent, TxnId};
+use crate::txn::{ClientTxnId, IdHash, Peer, Transactions, Transmit, TxnEvent, TxnId};
 
 use super::binding::{
     self, granted_expiry, retry_after, Binding, IN_FLIGHT, MAYBE_BOUND, QUEUED, REMOVING, RESTART,
@@ -47,7 +47,8 @@ pub struct Registrations {
     /// The sites (upstream address, domain, outbound proxy) the bindings use, interned.
     peers: Peers,
     /// Live REGISTER transactions and the binding each belongs to.
-    in_flight: HashMap<ClientTxnId, BindingId>,
+    /// Keyed by the layer's sequential ids, which no peer chooses: a multiply hashes them.
+    in_flight: HashMap<ClientTxnId, BindingId, IdHash>,
     /// One entry per binding at most: its refresh or retry deadline.
     timers: Timers<BindingId>,
     /// Bindings waiting for the pace. May hold ids that left the queue since (removed or
@@ -116,7 +117,7 @@ impl Registrations {
             config,
             bindings: Table::default(),
             peers: Peers::default(),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             timers: Timers::new(),
             queue: VecDeque::new(),
             rng,

@@ -40,7 +40,8 @@ pub struct Transactions {
     config: TxnConfig,
     timers: Timers<TimerEntry>,
     clients: HashMap<ClientTxnId, ClientTxn, IdHash>,
-    client_index: HashMap<ClientKey, ClientTxnId>,
+    /// Our own branches (see [`OwnKeyHash`]).
+    client_index: HashMap<ClientKey, ClientTxnId, OwnKeyHash>,
     /// Server transactions by id; handlers run on them in place (`get_mut`), never moving
     /// them out and back in.
     servers: HashMap<ServerTxnId, ServerTxn, IdHash>,
@@ -72,7 +73,7 @@ impl Transactions {
             config,
             timers: Timers::new(),
             clients: HashMap::default(),
-            client_index: HashMap::new(),
+            client_index: HashMap::default(),
             servers: HashMap::default(),
             server_index: HashTable::new(),
             key_hasher: RandomState::new(),
@@ -669,7 +670,64 @@ impl Hasher for IdHasher {
     }
 }
 
-type IdHash = BuildHasherDefault<IdHasher>;
+pub(crate) type IdHash = BuildHasherDefault<IdHasher>;
+
+/// Hasher for keys the core generates itself from its random source: the branches of our
+/// own client transactions (with their method). A peer chooses none of the stored keys (its
+/// responses only look them up), so it cannot aim them at one bucket, and the keys are
+/// random already: a word-at-a-time multiply-rotate (FxHash style) spreads them, at a
+/// fraction of SipHash's cost. Keys a peer picks (server transactions, peers) stay on the
+/// keyed hasher.
+#[derive(Default)]
+pub(crate) struct OwnKeyHasher(u64);
+
+impl OwnKeyHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for OwnKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes the bucket from the low bits and the tag from the top seven: fold
+        // the well-mixed high half down so both see it.
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
+pub(crate) type OwnKeyHash = BuildHasherDefault<OwnKeyHasher>;
 
 #[cfg(test)]
 mod tests {
@@ -684,6 +742,27 @@ mod tests {
             transport,
             addr: SocketAddr::from(([192, 0, 2, 1], port)),
         }
+    }
+
+    /// Our own branches spread over the buckets hashbrown takes from the low bits, and the
+    /// tags it takes from the top seven, about as evenly as random numbers would.
+    #[test]
+    fn own_key_hasher_spreads_generated_branches() {
+        let mut rng = crate::rng::CoreRng::from_seed(11);
+        let n = 8192;
+        let mut low = vec![0u32; 1024];
+        let mut top = [0u32; 128];
+        for _ in 0..n {
+            let mut h = OwnKeyHasher::default();
+            std::hash::Hash::hash(&rng.branch(), &mut h);
+            std::hash::Hash::hash(&Method::Register, &mut h);
+            let v = h.finish();
+            low[(v & 1023) as usize] += 1;
+            top[(v >> 57) as usize] += 1;
+        }
+        // Expected 8 and 64 per bucket; a fair spread stays well within these.
+        assert!(low.iter().all(|&c| c < 30), "{low:?}");
+        assert!(top.iter().all(|&c| (20..130).contains(&c)), "{top:?}");
     }
 
     fn options(branch: &str) -> Message {
