@@ -136,6 +136,37 @@ impl<T> Timers<T> {
         TimerId { slot, gen }
     }
 
+    /// Moves a pending timer to `deadline` with a new `value`, as if it were cancelled and
+    /// `value` inserted anew (same slot, same insertion order, a new handle; `id` goes stale),
+    /// but with one sift instead of two. A stale `id` just inserts. For re-arming a slot
+    /// (Timer E's next interval, F giving way to K), which the transaction layer does a few
+    /// times per transaction.
+    pub fn reschedule(&mut self, id: TimerId, deadline: Instant, value: T) -> TimerId {
+        let Some(pos) = self.live(id).map(|e| e.pos as usize) else {
+            return self.insert(deadline, value);
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let cell = &mut self.slots[id.slot as usize];
+        // What cancel + insert would do to the slot: vacate it (a new generation), refill it.
+        cell.gen = cell.gen.wrapping_add(1);
+        let gen = cell.gen;
+        let e = cell
+            .entry
+            .as_mut()
+            .expect("a live handle names an occupied slot");
+        let earlier = (deadline, seq) < (e.deadline, e.seq);
+        e.deadline = deadline;
+        e.seq = seq;
+        e.value = value;
+        if earlier {
+            self.sift_up(pos);
+        } else {
+            self.sift_down(pos);
+        }
+        TimerId { slot: id.slot, gen }
+    }
+
     /// Cancels a pending deadline and returns its value; `None` if the handle is stale (the
     /// timer already fired or was cancelled). O(log n); the slot is reused at once.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
@@ -205,8 +236,8 @@ impl<T> Timers<T> {
             .expect("the heap holds only occupied slots")
     }
 
-    fn key(&self, pos: usize) -> (Instant, u64) {
-        let e = self.entry(self.heap[pos]);
+    fn key_of(&self, slot: u32) -> (Instant, u64) {
+        let e = self.entry(slot);
         (e.deadline, e.seq)
     }
 
@@ -219,11 +250,14 @@ impl<T> Timers<T> {
             .pop()
             .expect("remove_at is only called on a non-empty heap");
         if pos < self.heap.len() {
-            let moved = self.heap[pos];
-            self.entry_mut(moved).pos = pos as u32;
             // The element moved into the hole may belong above or below it.
-            self.sift_up(pos);
-            self.sift_down(pos);
+            let moved = self.heap[pos];
+            let key = self.key_of(moved);
+            if pos > 0 && key < self.key_of(self.heap[(pos - 1) / 2]) {
+                self.sift_up(pos);
+            } else {
+                self.sift_down(pos);
+            }
         }
         let cell = &mut self.slots[slot as usize];
         let gen = cell.gen;
@@ -236,43 +270,56 @@ impl<T> Timers<T> {
         (TimerId { slot, gen }, entry.value)
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        let (sa, sb) = (self.heap[a], self.heap[b]);
-        self.entry_mut(sa).pos = a as u32;
-        self.entry_mut(sb).pos = b as u32;
-    }
-
+    /// Moves the element at `pos` up to its place. The moved slot is held aside while the
+    /// parents above it shift down into the hole, so each level costs one write and one
+    /// position update instead of a swap.
     fn sift_up(&mut self, mut pos: usize) {
+        let slot = self.heap[pos];
+        let key = self.key_of(slot);
         while pos > 0 {
             let parent = (pos - 1) / 2;
-            if self.key(pos) >= self.key(parent) {
+            let p = self.heap[parent];
+            if key >= self.key_of(p) {
                 break;
             }
-            self.swap(pos, parent);
+            self.heap[pos] = p;
+            self.entry_mut(p).pos = pos as u32;
             pos = parent;
         }
+        self.heap[pos] = slot;
+        self.entry_mut(slot).pos = pos as u32;
     }
 
+    /// Moves the element at `pos` down to its place, the same way as [`Self::sift_up`].
     fn sift_down(&mut self, mut pos: usize) {
         let n = self.heap.len();
+        let slot = self.heap[pos];
+        let key = self.key_of(slot);
         loop {
             let left = 2 * pos + 1;
             if left >= n {
                 break;
             }
             let right = left + 1;
-            let child = if right < n && self.key(right) < self.key(left) {
-                right
-            } else {
-                left
-            };
-            if self.key(child) >= self.key(pos) {
+            let mut child = left;
+            let mut child_key = self.key_of(self.heap[left]);
+            if right < n {
+                let right_key = self.key_of(self.heap[right]);
+                if right_key < child_key {
+                    child = right;
+                    child_key = right_key;
+                }
+            }
+            if child_key >= key {
                 break;
             }
-            self.swap(pos, child);
+            let c = self.heap[child];
+            self.heap[pos] = c;
+            self.entry_mut(c).pos = pos as u32;
             pos = child;
         }
+        self.heap[pos] = slot;
+        self.entry_mut(slot).pos = pos as u32;
     }
 }
 
@@ -402,6 +449,7 @@ mod tests {
         Insert(u16),
         Cancel(usize),
         Advance(u16),
+        Reschedule(usize, u16),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -409,6 +457,7 @@ mod tests {
             4 => (0u16..500).prop_map(Op::Insert),
             2 => any::<usize>().prop_map(Op::Cancel),
             1 => (0u16..200).prop_map(Op::Advance),
+            2 => (any::<usize>(), 0u16..500).prop_map(|(i, d)| Op::Reschedule(i, d)),
         ]
     }
 
@@ -438,6 +487,24 @@ mod tests {
                         prop_assert_eq!(t.cancel(id), expect);
                     }
                     Op::Cancel(_) => {}
+                    // Rescheduling is cancel + insert: the entry takes the next sequence
+                    // number, and its old handle goes stale (stale handles just insert).
+                    Op::Reschedule(i, d) if !handles.is_empty() => {
+                        let k = i % handles.len();
+                        let (id, s) = handles[k];
+                        let deadline = now + ms(d.into());
+                        let was_live = t.contains(id);
+                        let new_id = t.reschedule(id, deadline, seq as u32);
+                        prop_assert!(!t.contains(id) || !was_live || new_id == id);
+                        prop_assert!(!was_live || !t.contains(id));
+                        if let Some(p) = model.iter().position(|m| m.1 == s) {
+                            model.remove(p);
+                        }
+                        model.push((deadline, seq, seq as u32));
+                        handles[k] = (new_id, seq);
+                        seq += 1;
+                    }
+                    Op::Reschedule(..) => {}
                     Op::Advance(d) => {
                         now += ms(d.into());
                         let fired: Vec<u32> = t.expire(now).map(|(_, _, v)| v).collect();
