@@ -6,7 +6,7 @@
 //! Requests are printed from it on demand; no message outlives its transaction.
 
 use crate::msg::{decimal, HeaderName, Message, Method, Printer};
-use crate::rng::CoreRng;
+use crate::rng::{CoreRng, BRANCH_MAGIC};
 use crate::timer::TimerId;
 use crate::txn::Transport;
 
@@ -192,7 +192,8 @@ impl Binding {
     }
 
     /// The next REGISTER (Expires: 0 when `unregister`): next CSeq, fresh branch, digest
-    /// credentials for every known protection space.
+    /// credentials for every known protection space. Returns the branch too, so that the
+    /// transaction layer need not parse it back out of the top Via.
     pub(crate) fn register_request(
         &mut self,
         id: BindingId,
@@ -200,7 +201,7 @@ impl Binding {
         reg: &RegConfig,
         rng: &mut CoreRng,
         unregister: bool,
-    ) -> Message {
+    ) -> (Message, Box<str>) {
         // RFC 3261 §8.1.1.5: CSeq stays below 2^31.
         self.cseq = if self.cseq >= (1 << 31) - 1 {
             1
@@ -252,7 +253,9 @@ impl Binding {
         v.push(' ');
         v.push_str(local);
         v.push_str(";branch=");
-        rng.push_branch(&mut v);
+        let mut branch = String::with_capacity(BRANCH_MAGIC.len() + 16);
+        rng.push_branch(&mut branch);
+        v.push_str(&branch);
         v.push_str(";rport");
         p.header(&HeaderName::Via, &v);
         p.header(&HeaderName::MaxForwards, "70");
@@ -316,7 +319,7 @@ impl Binding {
         if let Some(ua) = &reg.user_agent {
             p.header(&HeaderName::UserAgent, ua);
         }
-        p.finish(None, &[])
+        (p.finish(None, &[]), branch.into_boxed_str())
     }
 }
 

@@ -431,8 +431,9 @@ impl Registrations {
         let unregister = b.phase == BindingPhase::Unregistering;
         let site = self.peers.get(b.upstream);
         let peer = site.peer;
-        let request = b.register_request(id, site, &self.config, &mut self.rng, unregister);
-        match self.txns.send_request(now, request, peer) {
+        let (request, branch) =
+            b.register_request(id, site, &self.config, &mut self.rng, unregister);
+        match self.txns.send_own_request(now, request, peer, branch) {
             Ok(t) => {
                 b.flags |= IN_FLIGHT;
                 if !unregister {

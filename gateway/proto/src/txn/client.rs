@@ -28,6 +28,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::msg::{ack_for_non_2xx, Message};
 use crate::timer::TimerId;
 
@@ -60,7 +62,7 @@ pub(crate) struct ClientTxn {
     pub(crate) peer_hash: u64,
     pub(crate) state: ClientState,
     invite: bool,
-    request: Message,
+    request: Sent,
     /// The ACK sent for a non-2xx final response, resent on each retransmission of it.
     ack: Option<Message>,
     /// Timer A or E.
@@ -68,6 +70,25 @@ pub(crate) struct ClientTxn {
     interval: Duration,
     /// Timer B, C, D, F, K or M.
     deadline: Option<TimerId>,
+}
+
+/// What a client transaction keeps of its request: the bytes for retransmissions, and for
+/// an INVITE the parsed message too (the ACK to a non-2xx is built from it). Boxed, so that a
+/// transaction, which the layer's table moves around, stays a few dozen bytes rather than a
+/// whole inline [`Message`].
+#[derive(Debug)]
+enum Sent {
+    Invite(Box<Message>),
+    Other(Bytes),
+}
+
+impl Sent {
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Sent::Invite(m) => m.as_bytes(),
+            Sent::Other(b) => b,
+        }
+    }
 }
 
 impl ClientTxn {
@@ -91,13 +112,17 @@ impl ClientTxn {
                 ClientState::Trying
             },
             invite,
-            request,
+            request: if invite {
+                Sent::Invite(Box::new(request))
+            } else {
+                Sent::Other(request.as_bytes().clone())
+            },
             ack: None,
             retransmit: None,
             interval: io.config.t1,
             deadline: None,
         };
-        io.send(peer, txn.request.as_bytes().clone());
+        io.send(peer, txn.request.bytes().clone());
         let tid = TxnId::Client(id);
         if !peer.transport.is_reliable() {
             let timer = if invite { TxnTimer::A } else { TxnTimer::E };
@@ -163,8 +188,12 @@ impl ClientTxn {
                 Step::Live
             }
             (ClientState::Calling | ClientState::Proceeding, _) => {
+                let Sent::Invite(request) = &self.request else {
+                    // `invite_response` runs only for an INVITE, kept as `Sent::Invite`.
+                    return Step::Live;
+                };
                 io.disarm(&mut self.retransmit);
-                let ack = ack_for_non_2xx(&self.request, &response);
+                let ack = ack_for_non_2xx(request, &response);
                 io.send(self.peer, ack.as_bytes().clone());
                 self.ack = Some(ack);
                 self.state = ClientState::Completed;
@@ -234,7 +263,7 @@ impl ClientTxn {
             TxnTimer::A => {
                 self.retransmit = None;
                 if self.state == ClientState::Calling {
-                    io.resend(self.peer, self.request.as_bytes().clone());
+                    io.resend(self.peer, self.request.bytes().clone());
                     // Timer A doubles without the T2 cap (RFC 3261 §17.1.1.2).
                     self.interval *= 2;
                     io.arm(&mut self.retransmit, tid, TxnTimer::A, self.interval);
@@ -249,7 +278,7 @@ impl ClientTxn {
                     ClientState::Proceeding => self.interval = io.config.t2,
                     _ => return Step::Live,
                 }
-                io.resend(self.peer, self.request.as_bytes().clone());
+                io.resend(self.peer, self.request.bytes().clone());
                 io.arm(&mut self.retransmit, tid, TxnTimer::E, self.interval);
                 Step::Live
             }

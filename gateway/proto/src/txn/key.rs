@@ -57,6 +57,12 @@ impl ClientKey {
         })
     }
 
+    /// The key of a request we are about to send whose top Via branch the caller generated
+    /// (`CoreRng::push_branch`) and so need not parse back out of the request.
+    pub(crate) fn own(branch: Box<str>, method: Method) -> Self {
+        Self { branch, method }
+    }
+
     /// The key a received response is looked up by.
     pub(crate) fn for_response(resp: &Message) -> Result<Self, KeyError> {
         let via = resp.top_via()?;

@@ -157,6 +157,40 @@ impl Transactions {
             Some(_) => {}
         }
         let key = ClientKey::for_request(&request).map_err(SendError::Key)?;
+        self.start_client(now, request, peer, key)
+    }
+
+    /// [`Self::send_request`] for a request whose top Via carries `branch`, a fresh RFC 3261
+    /// branch the caller drew itself (the registration engine's REGISTERs): the key is built
+    /// from it instead of parsing the Via back out of the printed request.
+    pub(crate) fn send_own_request(
+        &mut self,
+        now: Instant,
+        request: Message,
+        peer: Peer,
+        branch: Box<str>,
+    ) -> Result<ClientTxnId, SendError> {
+        let method = match request.method() {
+            None => return Err(SendError::NotARequest),
+            Some(Method::Ack) => return Err(SendError::Ack),
+            Some(m) => m,
+        };
+        let key = ClientKey::own(branch, method);
+        debug_assert_eq!(
+            ClientKey::for_request(&request).as_ref(),
+            Ok(&key),
+            "the branch given is the request's"
+        );
+        self.start_client(now, request, peer, key)
+    }
+
+    fn start_client(
+        &mut self,
+        now: Instant,
+        request: Message,
+        peer: Peer,
+        key: ClientKey,
+    ) -> Result<ClientTxnId, SendError> {
         if self.client_index.contains_key(&key) {
             return Err(SendError::DuplicateBranch);
         }
@@ -218,12 +252,13 @@ impl Transactions {
         while let Some((_, _, entry)) = self.timers.pop_expired(now) {
             match entry.txn {
                 TxnId::Client(id) => {
-                    let Some(mut txn) = self.clients.remove(&id) else {
+                    let (clients, mut io) = self.client_io(now);
+                    let Some(txn) = clients.get_mut(&id) else {
                         continue;
                     };
-                    let mut io = self.io(now);
-                    let step = txn.handle_timer(&mut io, entry.timer);
-                    self.finish_client(now, txn, step);
+                    if txn.handle_timer(&mut io, entry.timer) == Step::Terminated {
+                        self.end_client(now, id);
+                    }
                 }
                 TxnId::Server(id) => {
                     let (servers, mut io) = self.server_io(now);
@@ -279,13 +314,14 @@ impl Transactions {
             });
             return;
         };
-        let mut txn = self
-            .clients
-            .remove(&id)
+        // In place: a live transaction is not moved out of the table and back.
+        let (clients, mut io) = self.client_io(now);
+        let txn = clients
+            .get_mut(&id)
             .expect("the index names only live transactions");
-        let mut io = self.io(now);
-        let step = txn.handle_response(&mut io, response);
-        self.finish_client(now, txn, step);
+        if txn.handle_response(&mut io, response) == Step::Terminated {
+            self.end_client(now, id);
+        }
     }
 
     fn handle_request(&mut self, now: Instant, mut request: Message, peer: Peer) {
@@ -465,6 +501,13 @@ impl Transactions {
         }
     }
 
+    /// Ends client transaction `id` (see [`Self::finish_client`]).
+    fn end_client(&mut self, now: Instant, id: ClientTxnId) {
+        if let Some(txn) = self.clients.remove(&id) {
+            self.finish_client(now, txn, Step::Terminated);
+        }
+    }
+
     /// Ends server transaction `id`: disarms its timers, drops its index entry (unless a
     /// newer legacy transaction took it over) and reports [`TxnEvent::Terminated`].
     fn end_server(&mut self, now: Instant, id: ServerTxnId) {
@@ -522,6 +565,24 @@ impl Transactions {
     ) -> (&mut HashMap<ServerTxnId, ServerTxn, IdHash>, Io<'_>) {
         (
             &mut self.servers,
+            Io {
+                now,
+                config: &self.config,
+                timers: &mut self.timers,
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+                stats: &mut self.stats,
+            },
+        )
+    }
+
+    /// The client table and an [`Io`] at once, as [`Self::server_io`].
+    fn client_io(
+        &mut self,
+        now: Instant,
+    ) -> (&mut HashMap<ClientTxnId, ClientTxn, IdHash>, Io<'_>) {
+        (
+            &mut self.clients,
             Io {
                 now,
                 config: &self.config,
