@@ -84,6 +84,11 @@ impl HexDigest {
         }
     }
 
+    /// The hex digits as bytes (what the next hash takes), without a UTF-8 check.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         // Only ASCII hex digits were written.
         std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
@@ -271,30 +276,26 @@ pub(crate) fn response_digest(i: &ResponseInput<'_>) -> HexDigest {
     let sess;
     let ha1 = if algorithm.is_sess() {
         sess = h.hex_digest(&[ha1_hex.as_bytes(), i.nonce.as_bytes(), i.cnonce.as_bytes()]);
-        sess.as_str()
+        sess.as_bytes()
     } else {
-        ha1_hex
+        ha1_hex.as_bytes()
     };
     let ha2 = match i.qop {
         Some(Qop::AuthInt) => {
             let body = h.hex_digest(&[i.body]);
-            h.hex_digest(&[
-                i.method.as_bytes(),
-                i.uri.as_bytes(),
-                body.as_str().as_bytes(),
-            ])
+            h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes(), body.as_bytes()])
         }
         _ => h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes()]),
     };
     match &i.qop {
-        None => h.hex_digest(&[ha1.as_bytes(), i.nonce.as_bytes(), ha2.as_str().as_bytes()]),
+        None => h.hex_digest(&[ha1, i.nonce.as_bytes(), ha2.as_bytes()]),
         Some(q) => h.hex_digest(&[
-            ha1.as_bytes(),
+            ha1,
             i.nonce.as_bytes(),
             i.nc.as_bytes(),
             i.cnonce.as_bytes(),
             i.qop_text.unwrap_or(q.as_str()).as_bytes(),
-            ha2.as_str().as_bytes(),
+            ha2.as_bytes(),
         ]),
     }
 }

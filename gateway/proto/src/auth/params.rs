@@ -63,6 +63,17 @@ const fn class_table(quoted_stop: bool) -> [bool; 256] {
 }
 
 static TOKEN_CHARS: [bool; 256] = class_table(false);
+/// Bytes [`push_quoted`] must escape or replace: `"`, `\\` and controls other than HTAB.
+static QUOTE_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b == b'"' || b == b'\\' || (b.is_ascii_control() && b != b'\t');
+        i += 1;
+    }
+    t
+};
 /// Bytes that end a run of ordinary characters inside a quoted-string.
 static QUOTED_STOP: [bool; 256] = class_table(true);
 
@@ -420,9 +431,11 @@ pub(crate) fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Resu
 /// [`write_quoted`] into a `String`, for printers that build a header value directly
 /// (the REGISTER path) without going through `fmt`.
 pub(crate) fn push_quoted(out: &mut String, value: &str) {
+    // One table load per byte: nonces and hashes are dozens of bytes, several per header.
     fn special(b: u8) -> bool {
-        b == b'"' || b == b'\\' || (b.is_ascii_control() && b != b'\t')
+        QUOTE_SPECIAL[usize::from(b)]
     }
+    out.reserve(value.len() + 2);
     out.push('"');
     let mut rest = value;
     while let Some(i) = rest.bytes().position(special) {

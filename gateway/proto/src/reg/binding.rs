@@ -247,7 +247,9 @@ impl Binding {
         }
         let s = &self.strings;
         let local = &*reg.local_addr;
-        let mut p = Printer::request(Method::Register.as_str(), &uri);
+        // Room for the request with its credentials, so the buffer is never regrown.
+        let capacity = 512 + credentials.len();
+        let mut p = Printer::request_with_capacity(Method::Register.as_str(), &uri, capacity);
         v.push_str("SIP/2.0/");
         v.push_str(upstream.transport.via_token());
         v.push(' ');
@@ -257,8 +259,8 @@ impl Binding {
         rng.push_branch(&mut branch);
         v.push_str(&branch);
         v.push_str(";rport");
-        p.header(&HeaderName::Via, &v);
-        p.header(&HeaderName::MaxForwards, "70");
+        p.header_clean(&HeaderName::Via, &v);
+        p.header_clean(&HeaderName::MaxForwards, "70");
         let aor = |v: &mut String| {
             v.clear();
             v.push_str("<sip:");
@@ -270,21 +272,21 @@ impl Binding {
         aor(&mut v);
         v.push_str(";tag=");
         v.push_str(s.get(TAG));
-        p.header(&HeaderName::From, &v);
+        p.header_clean(&HeaderName::From, &v);
         aor(&mut v);
-        p.header(&HeaderName::To, &v);
-        p.header(&HeaderName::CallId, s.get(CALL_ID));
+        p.header_clean(&HeaderName::To, &v);
+        p.header_clean(&HeaderName::CallId, s.get(CALL_ID));
         v.clear();
         v.push_str(decimal(&mut [0; 20], u64::from(self.cseq)));
         v.push_str(" REGISTER");
-        p.header(&HeaderName::CSeq, &v);
+        p.header_clean(&HeaderName::CSeq, &v);
         let proxy = &*site.proxy;
         if !proxy.is_empty() {
             v.clear();
             v.push_str("<sip:");
             v.push_str(proxy);
             v.push_str(";lr>");
-            p.header(&HeaderName::Route, &v);
+            p.header_clean(&HeaderName::Route, &v);
         }
         let contact = |v: &mut String, token: &str, expires: u32| {
             v.clear();
@@ -298,25 +300,26 @@ impl Binding {
             v.push_str(decimal(&mut [0; 20], u64::from(expires)));
         };
         contact(&mut v, &self.token(id), expires);
-        p.header(&HeaderName::Contact, &v);
+        p.header_clean(&HeaderName::Contact, &v);
         let old = s.get(OLD_TOKEN);
         if !old.is_empty() {
             contact(&mut v, old, 0);
-            p.header(&HeaderName::Contact, &v);
+            p.header_clean(&HeaderName::Contact, &v);
         }
         v.clear();
         v.push_str(decimal(&mut [0; 20], u64::from(expires)));
-        p.header(&HeaderName::Expires, &v);
+        p.header_clean(&HeaderName::Expires, &v);
         let mut from = 0;
         for &(kind, end) in &ends {
             let name = match kind {
                 crate::auth::ChallengeKind::Www => HeaderName::Authorization,
                 crate::auth::ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
             };
-            p.header(&name, &credentials[from..end]);
+            p.header_clean(&name, &credentials[from..end]);
             from = end;
         }
         if let Some(ua) = &reg.user_agent {
+            // Configured text: printable, but may end in a space.
             p.header(&HeaderName::UserAgent, ua);
         }
         (p.finish(None, &[]), branch.into_boxed_str())
