@@ -210,8 +210,9 @@ impl Printer {
         self.line_with(name.as_str(), name.code(), value, true, "");
     }
 
-    /// Writes Content-Length (and Content-Type if given), the empty line and the body.
-    pub(crate) fn finish(mut self, content_type: Option<&str>, body: &[u8]) -> Message {
+    /// Writes Content-Length (and Content-Type if given), the empty line and the body;
+    /// returns the length of the head.
+    fn end(&mut self, content_type: Option<&str>, body: &[u8]) -> usize {
         if let Some(ct) = content_type {
             self.header(&HeaderName::ContentType, ct);
         }
@@ -223,6 +224,20 @@ impl Printer {
         self.out.put_slice(b"\r\n");
         let head_len = self.out.len();
         self.out.put_slice(body);
+        head_len
+    }
+
+    /// [`Self::finish`] for a message that is only sent, never read back: its bytes, without
+    /// assembling a [`Message`] (spans, a second UTF-8 check of the head). The registration
+    /// engine's REGISTERs go out this way.
+    pub(crate) fn finish_bytes(mut self, content_type: Option<&str>, body: &[u8]) -> Bytes {
+        self.end(content_type, body);
+        self.out.freeze()
+    }
+
+    /// Writes Content-Length (and Content-Type if given), the empty line and the body.
+    pub(crate) fn finish(mut self, content_type: Option<&str>, body: &[u8]) -> Message {
+        let head_len = self.end(content_type, body);
         let buf = self.out.freeze();
         // Everything printed before the body came from `&str`s, with only ASCII bytes
         // substituted, so this is UTF-8; the fallback is never taken.
@@ -751,8 +766,9 @@ mod tests {
             fast.header_clean(name, value);
             slow.header(name, value);
         }
-        let (fast, slow) = (fast.finish(None, &[]), slow.finish(None, &[]));
-        assert_eq!(fast.as_bytes(), slow.as_bytes());
+        let (fast, slow) = (fast.finish_bytes(None, &[]), slow.finish(None, &[]));
+        assert_eq!(&fast, slow.as_bytes());
+        let fast = Message::parse(fast).unwrap();
         assert_eq!(
             Message::parse(fast.as_bytes().clone()).unwrap().as_bytes(),
             slow.as_bytes()

@@ -5,6 +5,8 @@
 //! domain, outbound proxy), one timer handle and a few counters.
 //! Requests are printed from it on demand; no message outlives its transaction.
 
+use bytes::Bytes;
+
 use crate::msg::{decimal, HeaderName, Message, Method, Printer};
 use crate::rng::{CoreRng, BRANCH_MAGIC};
 use crate::timer::TimerId;
@@ -192,8 +194,8 @@ impl Binding {
     }
 
     /// The next REGISTER (Expires: 0 when `unregister`): next CSeq, fresh branch, digest
-    /// credentials for every known protection space. Returns the branch too, so that the
-    /// transaction layer need not parse it back out of the top Via.
+    /// credentials for every known protection space. Returns the printed request and its
+    /// branch, which is all the transaction layer needs of it (it never reads it back).
     pub(crate) fn register_request(
         &mut self,
         id: BindingId,
@@ -201,7 +203,7 @@ impl Binding {
         reg: &RegConfig,
         rng: &mut CoreRng,
         unregister: bool,
-    ) -> (Message, Box<str>) {
+    ) -> (Bytes, Box<str>) {
         // RFC 3261 §8.1.1.5: CSeq stays below 2^31.
         self.cseq = if self.cseq >= (1 << 31) - 1 {
             1
@@ -322,7 +324,7 @@ impl Binding {
             // Configured text: printable, but may end in a space.
             p.header(&HeaderName::UserAgent, ua);
         }
-        (p.finish(None, &[]), branch.into_boxed_str())
+        (p.finish_bytes(None, &[]), branch.into_boxed_str())
     }
 }
 
@@ -357,7 +359,6 @@ pub(crate) fn retry_after(response: &Message) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::txn::Peer;
-    use bytes::Bytes;
 
     fn resp(headers: &str) -> Message {
         let text = format!(

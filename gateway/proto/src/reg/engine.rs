@@ -433,7 +433,10 @@ impl Registrations {
         let peer = site.peer;
         let (request, branch) =
             b.register_request(id, site, &self.config, &mut self.rng, unregister);
-        match self.txns.send_own_request(now, request, peer, branch) {
+        match self
+            .txns
+            .send_own_request(now, request, Method::Register, peer, branch)
+        {
             Ok(t) => {
                 b.flags |= IN_FLIGHT;
                 if !unregister {

@@ -77,12 +77,21 @@ pub(crate) struct ClientTxn {
 /// transaction, which the layer's table moves around, stays a few dozen bytes rather than a
 /// whole inline [`Message`].
 #[derive(Debug)]
-enum Sent {
+pub(crate) enum Sent {
     Invite(Box<Message>),
     Other(Bytes),
 }
 
 impl Sent {
+    /// What to keep of `request`.
+    pub(crate) fn of(request: Message) -> Self {
+        if key_is_invite(&request) {
+            Sent::Invite(Box::new(request))
+        } else {
+            Sent::Other(request.as_bytes().clone())
+        }
+    }
+
     fn bytes(&self) -> &Bytes {
         match self {
             Sent::Invite(m) => m.as_bytes(),
@@ -98,9 +107,9 @@ impl ClientTxn {
         id: ClientTxnId,
         key: ClientKey,
         peer: Peer,
-        request: Message,
+        request: Sent,
     ) -> Self {
-        let invite = key_is_invite(&request);
+        let invite = matches!(request, Sent::Invite(_));
         let mut txn = ClientTxn {
             id,
             key,
@@ -112,11 +121,7 @@ impl ClientTxn {
                 ClientState::Trying
             },
             invite,
-            request: if invite {
-                Sent::Invite(Box::new(request))
-            } else {
-                Sent::Other(request.as_bytes().clone())
-            },
+            request,
             ack: None,
             retransmit: None,
             interval: io.config.t1,

@@ -7,13 +7,14 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use crate::msg::{HeaderName, Message, Method, ResponseBuilder};
 use crate::timer::Timers;
 
-use super::client::{ClientState, ClientTxn};
+use super::client::{ClientState, ClientTxn, Sent};
 use super::io::{Io, Step, TimerEntry};
 use super::key::{to_tag, ClientKey, LegacyTags, ServerKeyRef};
 use super::server::{ServerState, ServerTxn};
@@ -157,37 +158,44 @@ impl Transactions {
             Some(_) => {}
         }
         let key = ClientKey::for_request(&request).map_err(SendError::Key)?;
-        self.start_client(now, request, peer, key)
+        self.start_client(now, Sent::of(request), peer, key)
     }
 
-    /// [`Self::send_request`] for a request whose top Via carries `branch`, a fresh RFC 3261
-    /// branch the caller drew itself (the registration engine's REGISTERs): the key is built
-    /// from it instead of parsing the Via back out of the printed request.
+    /// [`Self::send_request`] for a non-INVITE request printed as `bytes`, whose top Via
+    /// carries `branch`, a fresh RFC 3261 branch the caller drew itself (the registration
+    /// engine's REGISTERs): the key is built from it instead of parsing the request back,
+    /// and a non-INVITE transaction keeps only the bytes anyway.
     pub(crate) fn send_own_request(
         &mut self,
         now: Instant,
-        request: Message,
+        bytes: Bytes,
+        method: Method,
         peer: Peer,
         branch: Box<str>,
     ) -> Result<ClientTxnId, SendError> {
-        let method = match request.method() {
-            None => return Err(SendError::NotARequest),
-            Some(Method::Ack) => return Err(SendError::Ack),
-            Some(m) => m,
-        };
+        match method {
+            Method::Ack => return Err(SendError::Ack),
+            // An INVITE transaction needs the parsed request (for its ACK): `send_request`.
+            Method::Invite => return Err(SendError::NotARequest),
+            _ => {}
+        }
         let key = ClientKey::own(branch, method);
-        debug_assert_eq!(
-            ClientKey::for_request(&request).as_ref(),
-            Ok(&key),
-            "the branch given is the request's"
-        );
-        self.start_client(now, request, peer, key)
+        #[cfg(debug_assertions)]
+        {
+            let parsed = Message::parse(bytes.clone()).expect("our own request parses");
+            debug_assert_eq!(
+                ClientKey::for_request(&parsed).as_ref(),
+                Ok(&key),
+                "the branch and method given are the request's"
+            );
+        }
+        self.start_client(now, Sent::Other(bytes), peer, key)
     }
 
     fn start_client(
         &mut self,
         now: Instant,
-        request: Message,
+        request: Sent,
         peer: Peer,
         key: ClientKey,
     ) -> Result<ClientTxnId, SendError> {
