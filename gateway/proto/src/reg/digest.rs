@@ -153,11 +153,22 @@ fn decode<'a>(auth: &'a Auth, domain: &'a str) -> SmallVec<[Space<'a>; 2]> {
 fn header_offsets(block: &[u8]) -> SmallVec<[usize; 2]> {
     let mut out = SmallVec::new();
     let mut at = 0;
-    while let Some((_, next)) = space_at(block, at, "") {
+    while let Some(next) = next_space(block, at) {
         out.push(at);
         at = next;
     }
     out
+}
+
+/// Where the space after the one at `at` starts, as [`space_at`] finds it (whose texts are
+/// UTF-8, as `encode` wrote them), without reading the texts.
+fn next_space(block: &[u8], at: usize) -> Option<usize> {
+    let h = block.get(at..at + HEADER)?;
+    let total: usize = (0..4)
+        .map(|i| usize::from(u16::from_le_bytes([h[9 + 2 * i], h[10 + 2 * i]])))
+        .sum();
+    let end = at + HEADER + total;
+    (usize::from(h[1]) < Algorithm::ALL.len() && end <= block.len()).then_some(end)
 }
 
 /// Stores a freshly encoded block into `auth`, in place when the size is unchanged (a new
@@ -621,6 +632,14 @@ mod tests {
             Some(3 * HEADER + 1 + 3 * (8 + 24))
         );
         assert_eq!(&decode(&block, domain)[..], &list[..]);
+        let b = block.as_deref().unwrap();
+        let (mut at, mut n) = (0, 0);
+        while let Some((_, next)) = space_at(b, at, domain) {
+            assert_eq!(next_space(b, at), Some(next));
+            at = next;
+            n += 1;
+        }
+        assert_eq!((n, next_space(b, at)), (3, None));
         assert_eq!(encode(&[], domain), None);
         assert!(decode(&None, domain).is_empty());
     }

@@ -13,7 +13,8 @@ use crate::timer::Timers;
 use crate::txn::{ClientTxnId, IdHash, Peer, Transactions, Transmit, TxnEvent, TxnId};
 
 use super::binding::{
-    self, granted_expiry, retry_after, Binding, IN_FLIGHT, MAYBE_BOUND, QUEUED, REMOVING, RESTART,
+    self, granted_expiry, retry_after, Binding, Scratch, IN_FLIGHT, MAYBE_BOUND, QUEUED, REMOVING,
+    RESTART,
 };
 use super::digest::{self, ChallengeError};
 use super::pacer::Pacer;
@@ -57,6 +58,8 @@ pub struct Registrations {
     pacer: Pacer,
     rng: CoreRng,
     events: VecDeque<RegEvent>,
+    /// Reused buffers for printing REGISTERs.
+    scratch: Scratch,
 }
 
 impl fmt::Debug for Registrations {
@@ -122,6 +125,7 @@ impl Registrations {
             queue: VecDeque::new(),
             rng,
             events: VecDeque::new(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -431,8 +435,14 @@ impl Registrations {
         let unregister = b.phase == BindingPhase::Unregistering;
         let site = self.peers.get(b.upstream);
         let peer = site.peer;
-        let (request, branch) =
-            b.register_request(id, site, &self.config, &mut self.rng, unregister);
+        let (request, branch) = b.register_request(
+            id,
+            site,
+            &self.config,
+            &mut self.rng,
+            unregister,
+            &mut self.scratch,
+        );
         match self
             .txns
             .send_own_request(now, request, Method::Register, peer, branch)
@@ -570,7 +580,7 @@ impl Registrations {
             (200..=299, None) if unregistering => self.forget(id, true),
             (200..=299, None) => {
                 b.clear_old_token();
-                let granted = granted_expiry(response, &b.token(id), b.expires);
+                let granted = granted_expiry(response, b.token_in(id, &mut [0; 16]), b.expires);
                 if granted == 0 {
                     self.retry(now, id, RetryCause::NotBound);
                 } else {

@@ -1,7 +1,7 @@
 //! [`Transactions`]: every client and server transaction of one core instance, their
 //! matching indexes and their timers, behind a quinn-proto style surface.
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
@@ -16,7 +16,7 @@ use crate::timer::Timers;
 
 use super::client::{ClientState, ClientTxn, Sent};
 use super::io::{Io, Step, TimerEntry};
-use super::key::{to_tag, ClientKey, LegacyTags, ServerKeyRef};
+use super::key::{to_tag, ClientKey, ClientKeyRef, LegacyTags, ServerKeyRef};
 use super::server::{ServerState, ServerTxn};
 use super::{
     ClientTxnId, Peer, Rejection, ResponseError, SendError, ServerTxnId, Transmit, TxnConfig,
@@ -42,7 +42,7 @@ pub struct Transactions {
     timers: Timers<TimerEntry>,
     clients: HashMap<ClientTxnId, ClientTxn, IdHash>,
     /// Our own branches (see [`OwnKeyHash`]).
-    client_index: HashMap<ClientKey, ClientTxnId, OwnKeyHash>,
+    client_index: hashbrown::HashMap<ClientKey, ClientTxnId, OwnKeyHash>,
     /// Server transactions by id; handlers run on them in place (`get_mut`), never moving
     /// them out and back in.
     servers: HashMap<ServerTxnId, ServerTxn, IdHash>,
@@ -74,7 +74,7 @@ impl Transactions {
             config,
             timers: Timers::new(),
             clients: HashMap::default(),
-            client_index: HashMap::default(),
+            client_index: hashbrown::HashMap::default(),
             servers: HashMap::default(),
             server_index: HashTable::new(),
             key_hasher: RandomState::new(),
@@ -308,7 +308,7 @@ impl Transactions {
     }
 
     fn handle_response(&mut self, now: Instant, response: Message, peer: Peer) {
-        let key = match ClientKey::for_response(&response) {
+        let key = match ClientKeyRef::for_response(&response) {
             Ok(k) => k,
             Err(reason) => {
                 self.emit(TxnEvent::Discarded { peer, reason });
@@ -498,10 +498,8 @@ impl Transactions {
             Step::Terminated => {
                 let mut io = self.io(now);
                 txn.disarm_all(&mut io);
-                if let Entry::Occupied(e) = self.client_index.entry(txn.key.clone()) {
-                    if *e.get() == txn.id {
-                        e.remove();
-                    }
+                if self.client_index.get(&txn.key) == Some(&txn.id) {
+                    self.client_index.remove(&txn.key);
                 }
                 self.forget_peer(txn.peer, txn.peer_hash, txn.id.into());
                 self.emit(TxnEvent::Terminated { id: txn.id.into() });
