@@ -170,8 +170,9 @@ impl Registrations {
                 chunk(b.strings.heap_len()) + digest::heap_blocks(&b.auth).map(chunk).sum::<usize>()
             })
             .sum();
-        // Timer slot: generation, deadline, sequence, position, value; plus its heap index.
-        let timer_entry = size_of::<(u32, Instant, u64, u32, BindingId)>() + size_of::<u32>();
+        // Timer slot: generation, heap position, value; plus its heap entry: deadline,
+        // sequence, slot.
+        let timer_entry = size_of::<(u32, u32, Option<BindingId>)>() + size_of::<(u64, u64, u32)>();
         MemoryReport {
             bindings: self.bindings.len(),
             binding_size: size_of::<Binding>(),
