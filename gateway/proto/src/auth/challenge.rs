@@ -278,7 +278,8 @@ pub(crate) fn best_challenge<'a>(
             continue;
         }
         for c in items.drain(..) {
-            if c.realm.contains(['\r', '\n']) || c.nonce.contains(['\r', '\n']) || !c.is_usable() {
+            let line_break = |t: &str| memchr::memchr2(b'\r', b'\n', t.as_bytes()).is_some();
+            if line_break(&c.realm) || line_break(&c.nonce) || !c.is_usable() {
                 continue;
             }
             let rank = c.algorithm.map_or(0, Algorithm::strength);

@@ -431,14 +431,10 @@ pub(crate) fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Resu
 /// [`write_quoted`] into a `String`, for printers that build a header value directly
 /// (the REGISTER path) without going through `fmt`.
 pub(crate) fn push_quoted(out: &mut String, value: &str) {
-    // One table load per byte: nonces and hashes are dozens of bytes, several per header.
-    fn special(b: u8) -> bool {
-        QUOTE_SPECIAL[usize::from(b)]
-    }
     out.reserve(value.len() + 2);
     out.push('"');
     let mut rest = value;
-    while let Some(i) = rest.bytes().position(special) {
+    while let Some(i) = first_quote_special(rest.as_bytes()) {
         out.push_str(&rest[..i]);
         // `special` matches ASCII bytes only, so `i..i + 1` is one whole character.
         match rest.as_bytes()[i] {
@@ -452,6 +448,35 @@ pub(crate) fn push_quoted(out: &mut String, value: &str) {
     }
     out.push_str(rest);
     out.push('"');
+}
+
+/// Where the first byte [`push_quoted`] must escape or replace is. Nonces and hashes are
+/// dozens of bytes with none, so whole words are screened at once (as [`quoted_run`] does),
+/// and only a word that may hold one is looked at byte by byte.
+fn first_quote_special(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let eq = |w: u64, c: u8| {
+        let x = w ^ (LO * u64::from(c));
+        x.wrapping_sub(LO) & !x & HI
+    };
+    // Some byte below `n` (exact as a yes/no answer for n <= 128): the controls, and HTAB,
+    // which is not special but only sends its word to the byte loop.
+    let below = |w: u64, n: u8| w.wrapping_sub(LO * u64::from(n)) & !w & HI;
+    let mut i = 0;
+    for chunk in s.chunks_exact(8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(b);
+        if eq(w, b'"') | eq(w, b'\\') | eq(w, 0x7f) | below(w, 0x20) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&b| QUOTE_SPECIAL[usize::from(b)])
+        .map(|p| i + p)
 }
 
 /// [`write_token_or_quoted`] into a `String`.
@@ -619,7 +644,7 @@ mod tests {
                 }
             }
         }
-        for v in [
+        let mut values: Vec<String> = [
             "plain",
             "",
             "a\"b\\c",
@@ -627,7 +652,24 @@ mod tests {
             "MD5",
             "a b",
             "auth-int",
-        ] {
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        // Every special byte (and HTAB, and non-ASCII) at every position of longer values.
+        for len in [7, 8, 9, 16, 23, 40] {
+            for pos in 0..len {
+                for c in [
+                    '"', '\\', '\r', '\n', '\u{0}', '\u{1f}', '\u{7f}', '\t', 'é',
+                ] {
+                    let mut v =
+                        String::from(&"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"[..len]);
+                    v.replace_range(pos..pos + 1, &c.to_string());
+                    values.push(v);
+                }
+            }
+        }
+        for v in values.iter().map(String::as_str) {
             let mut s = String::new();
             push_quoted(&mut s, v);
             assert_eq!(s, Q(v, false).to_string(), "{v:?}");
