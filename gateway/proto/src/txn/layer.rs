@@ -65,6 +65,10 @@ pub struct Transactions {
     /// A peer's entry is dropped with its last transaction. Peers are hashed with the keyed
     /// `key_hasher` (see [`peer_hash`]), since a peer picks its own source port.
     by_peer: HashTable<(u64, Peer, PeerTxns)>,
+    /// The last peer hashed for `by_peer` and its hash: consecutive transactions mostly
+    /// share a peer (the upstream proxy, a phone's retransmissions), so its SipHash is
+    /// computed once rather than per transaction.
+    last_peer: Option<(Peer, u64)>,
 }
 
 impl Transactions {
@@ -83,6 +87,7 @@ impl Transactions {
             events: VecDeque::new(),
             stats: TxnStats::default(),
             by_peer: HashTable::new(),
+            last_peer: None,
         }
     }
 
@@ -534,7 +539,14 @@ impl Transactions {
 
     /// Adds `id` to `peer`'s transactions; returns the peer's hash for [`Self::forget_peer`].
     fn remember_peer(&mut self, peer: Peer, id: TxnId) -> u64 {
-        let h = peer_hash(&self.key_hasher, &peer);
+        let h = match self.last_peer {
+            Some((p, h)) if p == peer => h,
+            _ => {
+                let h = peer_hash(&self.key_hasher, &peer);
+                self.last_peer = Some((peer, h));
+                h
+            }
+        };
         let entry = self
             .by_peer
             .entry(h, |e| e.1 == peer, |e| e.0)
