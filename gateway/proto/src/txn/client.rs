@@ -144,7 +144,7 @@ impl ClientTxn {
         io.disarm(&mut self.deadline);
     }
 
-    pub(crate) fn handle_response(&mut self, io: &mut Io<'_>, response: Message) -> Step {
+    pub(crate) fn handle_response(&mut self, io: &mut Io<'_>, response: Box<Message>) -> Step {
         let Some(status) = response.status() else {
             return Step::Live;
         };
@@ -155,7 +155,7 @@ impl ClientTxn {
         }
     }
 
-    fn invite_response(&mut self, io: &mut Io<'_>, status: u16, response: Message) -> Step {
+    fn invite_response(&mut self, io: &mut Io<'_>, status: u16, response: Box<Message>) -> Step {
         let tid = TxnId::Client(self.id);
         match (self.state, status) {
             (ClientState::Calling | ClientState::Proceeding, 100..=199) => {
@@ -173,7 +173,7 @@ impl ClientTxn {
                 }
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 Step::Live
             }
@@ -188,7 +188,7 @@ impl ClientTxn {
                 );
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 Step::Live
             }
@@ -204,7 +204,7 @@ impl ClientTxn {
                 self.state = ClientState::Completed;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 io.linger(
                     &mut self.deadline,
@@ -217,7 +217,7 @@ impl ClientTxn {
             (ClientState::Accepted, 200..=299) => {
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 Step::Live
             }
@@ -232,14 +232,19 @@ impl ClientTxn {
         }
     }
 
-    fn non_invite_response(&mut self, io: &mut Io<'_>, status: u16, response: Message) -> Step {
+    fn non_invite_response(
+        &mut self,
+        io: &mut Io<'_>,
+        status: u16,
+        response: Box<Message>,
+    ) -> Step {
         let tid = TxnId::Client(self.id);
         match (self.state, status) {
             (ClientState::Trying | ClientState::Proceeding, 100..=199) => {
                 self.state = ClientState::Proceeding;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 Step::Live
             }
@@ -248,7 +253,7 @@ impl ClientTxn {
                 self.state = ClientState::Completed;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 io.linger(
                     &mut self.deadline,

@@ -332,7 +332,9 @@ impl Transactions {
         let txn = clients
             .get_mut(&id)
             .expect("the index names only live transactions");
-        if txn.handle_response(&mut io, response) == Step::Terminated {
+        // Boxed once here, as the event that reports it carries it, rather than moved by
+        // value through each handler.
+        if txn.handle_response(&mut io, Box::new(response)) == Step::Terminated {
             self.end_client(now, id);
         }
     }
