@@ -295,7 +295,7 @@ impl Binding {
         rng.push_branch(&mut branch);
         v.push_str(&branch);
         v.push_str(";rport");
-        p.header_clean(&HeaderName::Via, &v);
+        p.header_clean(&HeaderName::Via, v);
         p.header_clean(&HeaderName::MaxForwards, "70");
         let aor = |v: &mut String| {
             v.clear();
@@ -308,21 +308,21 @@ impl Binding {
         aor(v);
         v.push_str(";tag=");
         v.push_str(s.get(TAG));
-        p.header_clean(&HeaderName::From, &v);
+        p.header_clean(&HeaderName::From, v);
         aor(v);
-        p.header_clean(&HeaderName::To, &v);
+        p.header_clean(&HeaderName::To, v);
         p.header_clean(&HeaderName::CallId, s.get(CALL_ID));
         v.clear();
         v.push_str(decimal(&mut [0; 20], u64::from(self.cseq)));
         v.push_str(" REGISTER");
-        p.header_clean(&HeaderName::CSeq, &v);
+        p.header_clean(&HeaderName::CSeq, v);
         let proxy = &*site.proxy;
         if !proxy.is_empty() {
             v.clear();
             v.push_str("<sip:");
             v.push_str(proxy);
             v.push_str(";lr>");
-            p.header_clean(&HeaderName::Route, &v);
+            p.header_clean(&HeaderName::Route, v);
         }
         let contact = |v: &mut String, token: &str, expires: u32| {
             v.clear();
@@ -336,15 +336,15 @@ impl Binding {
             v.push_str(decimal(&mut [0; 20], u64::from(expires)));
         };
         contact(v, self.token_in(id, &mut [0; 16]), expires);
-        p.header_clean(&HeaderName::Contact, &v);
+        p.header_clean(&HeaderName::Contact, v);
         let old = s.get(OLD_TOKEN);
         if !old.is_empty() {
             contact(v, old, 0);
-            p.header_clean(&HeaderName::Contact, &v);
+            p.header_clean(&HeaderName::Contact, v);
         }
         v.clear();
         v.push_str(decimal(&mut [0; 20], u64::from(expires)));
-        p.header_clean(&HeaderName::Expires, &v);
+        p.header_clean(&HeaderName::Expires, v);
         let mut from = 0;
         for &(kind, end) in &ends {
             let name = match kind {
