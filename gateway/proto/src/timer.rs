@@ -20,8 +20,10 @@
 //!   with the same deadline fire in the order they were set, on every run.
 //!
 //! The cost is O(log n) insert and cancel: about 18 levels at 200,000 entries, each a compare
-//! of two `Instant`s in a `Vec<u32>` of slot indices. SIP timers are set and cancelled a few
-//! times per transaction, so this is far below the cost of parsing one message.
+//! of two integer keys held in the heap array itself (the deadline as nanoseconds from the
+//! first one, and the sequence number), so a sift reads neighbouring heap elements rather
+//! than chasing slot indices. SIP timers are set and cancelled a few times per transaction,
+//! so this is far below the cost of parsing one message.
 //!
 //! Handles ([`TimerId`]) carry a generation: once a timer fired or was cancelled, its handle
 //! is dead even if the slot is reused, so a stale handle can never cancel someone else's timer.
@@ -36,22 +38,35 @@ pub struct TimerId {
     gen: u32,
 }
 
-#[derive(Debug)]
-struct Entry<T> {
-    deadline: Instant,
+/// One heap element: the ordering key inline, so that sifting compares neighbours in the
+/// heap array itself instead of following each slot index into the slot table.
+#[derive(Debug, Clone, Copy)]
+struct HeapEntry {
+    /// The deadline as [`Timers::key`] encodes it.
+    time: u64,
     /// Insertion sequence number: the tie-breaker that makes equal deadlines fire in order.
     seq: u64,
-    /// Index of this entry in `Timers::heap`.
-    pos: u32,
-    value: T,
+    slot: u32,
+}
+
+impl HeapEntry {
+    #[inline]
+    fn key(&self) -> (u64, u64) {
+        (self.time, self.seq)
+    }
 }
 
 #[derive(Debug)]
 struct Slot<T> {
     /// Bumped every time the slot is vacated, so old handles stop matching.
     gen: u32,
-    entry: Option<Entry<T>>,
+    /// Index of this slot's entry in `Timers::heap` while occupied.
+    pos: u32,
+    value: Option<T>,
 }
+
+/// The middle of the `u64` deadline scale: [`Timers::base`] itself.
+const MID: u64 = 1 << 63;
 
 /// All pending deadlines of one core instance; see the module documentation.
 #[derive(Debug)]
@@ -59,9 +74,13 @@ pub struct Timers<T> {
     slots: Vec<Slot<T>>,
     /// Vacant slot indices, reused before the slot vector grows.
     free: Vec<u32>,
-    /// Binary min-heap of occupied slot indices, ordered by `(deadline, seq)`.
-    heap: Vec<u32>,
+    /// Binary min-heap ordered by `(time, seq)`.
+    heap: Vec<HeapEntry>,
     next_seq: u64,
+    /// The first deadline ever inserted: deadlines are kept as nanoseconds from it (offset by
+    /// 2^63, so earlier ones fit too), a plain integer compare. That covers ±292 years
+    /// exactly; a deadline further out is clamped there.
+    base: Option<Instant>,
 }
 
 impl<T> Default for Timers<T> {
@@ -78,6 +97,7 @@ impl<T> Timers<T> {
             free: Vec::new(),
             heap: Vec::new(),
             next_seq: 0,
+            base: None,
         }
     }
 
@@ -88,6 +108,7 @@ impl<T> Timers<T> {
             free: Vec::new(),
             heap: Vec::with_capacity(n),
             next_seq: 0,
+            base: None,
         }
     }
 
@@ -103,14 +124,15 @@ impl<T> Timers<T> {
 
     /// The earliest pending deadline, in O(1).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.heap.first().map(|&s| self.entry(s).deadline)
+        self.heap.first().map(|e| self.instant(e.time))
     }
 
     /// Schedules `value` to fire at `deadline`. O(log n).
     pub fn insert(&mut self, deadline: Instant, value: T) -> TimerId {
+        let time = self.key(deadline);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let pos = self.heap.len() as u32;
+        let pos = self.heap.len();
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -118,45 +140,70 @@ impl<T> Timers<T> {
                     .expect("fewer than 2^32 simultaneous timers: memory runs out long before");
                 self.slots.push(Slot {
                     gen: 0,
-                    entry: None,
+                    pos: 0,
+                    value: None,
                 });
                 s
             }
         };
         let cell = &mut self.slots[slot as usize];
-        cell.entry = Some(Entry {
-            deadline,
-            seq,
-            pos,
-            value,
-        });
+        cell.value = Some(value);
         let gen = cell.gen;
-        self.heap.push(slot);
-        self.sift_up(pos as usize);
+        self.heap.push(HeapEntry { time, seq, slot });
+        self.sift_up(pos);
         TimerId { slot, gen }
+    }
+
+    /// Moves a pending timer to `deadline` with a new `value`, as if it were cancelled and
+    /// `value` inserted anew (same slot, same insertion order, a new handle; `id` goes stale),
+    /// but with one sift instead of two. A stale `id` just inserts. For re-arming a slot
+    /// (Timer E's next interval, F giving way to K), which the transaction layer does a few
+    /// times per transaction.
+    pub fn reschedule(&mut self, id: TimerId, deadline: Instant, value: T) -> TimerId {
+        let Some(pos) = self.live_pos(id) else {
+            return self.insert(deadline, value);
+        };
+        let time = self.key(deadline);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let cell = &mut self.slots[id.slot as usize];
+        // What cancel + insert would do to the slot: vacate it (a new generation), refill it.
+        cell.gen = cell.gen.wrapping_add(1);
+        cell.value = Some(value);
+        let gen = cell.gen;
+        let e = &mut self.heap[pos];
+        let earlier = (time, seq) < e.key();
+        e.time = time;
+        e.seq = seq;
+        if earlier {
+            self.sift_up(pos);
+        } else {
+            self.sift_down(pos);
+        }
+        TimerId { slot: id.slot, gen }
     }
 
     /// Cancels a pending deadline and returns its value; `None` if the handle is stale (the
     /// timer already fired or was cancelled). O(log n); the slot is reused at once.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
-        let pos = self.live(id)?.pos as usize;
+        let pos = self.live_pos(id)?;
         Some(self.remove_at(pos).1)
     }
 
     /// The deadline of a pending timer, `None` if the handle is stale.
     pub fn deadline(&self, id: TimerId) -> Option<Instant> {
-        self.live(id).map(|e| e.deadline)
+        self.live_pos(id).map(|p| self.instant(self.heap[p].time))
     }
 
     /// Whether the handle still names a pending deadline.
     pub fn contains(&self, id: TimerId) -> bool {
-        self.live(id).is_some()
+        self.live_pos(id).is_some()
     }
 
     /// Removes and returns the earliest entry if it is due at `now` (deadline ≤ `now`).
     pub fn pop_expired(&mut self, now: Instant) -> Option<(TimerId, Instant, T)> {
-        let &root = self.heap.first()?;
-        let deadline = self.entry(root).deadline;
+        let root = self.heap.first()?;
+        let deadline = self.instant(root.time);
         if deadline > now {
             return None;
         }
@@ -173,7 +220,7 @@ impl<T> Timers<T> {
     /// Releases spare capacity after a burst (e.g. a load test left many vacant slots). Only
     /// trailing vacant slots can be dropped, because live handles index the slot vector.
     pub fn shrink_to_fit(&mut self) {
-        while self.slots.last().is_some_and(|s| s.entry.is_none()) {
+        while self.slots.last().is_some_and(|s| s.value.is_none()) {
             self.slots.pop();
         }
         let n = self.slots.len() as u32;
@@ -183,96 +230,112 @@ impl<T> Timers<T> {
         self.heap.shrink_to_fit();
     }
 
-    fn live(&self, id: TimerId) -> Option<&Entry<T>> {
-        let slot = self.slots.get(id.slot as usize)?;
-        if slot.gen != id.gen {
-            return None;
+    /// `deadline` on the integer scale (see `base`).
+    fn key(&mut self, deadline: Instant) -> u64 {
+        let base = *self.base.get_or_insert(deadline);
+        // In u64 arithmetic (`as_nanos` is u128), saturating past 584 years.
+        let nanos = |d: std::time::Duration| {
+            d.as_secs()
+                .checked_mul(1_000_000_000)
+                .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+                .unwrap_or(u64::MAX)
+        };
+        match deadline.checked_duration_since(base) {
+            Some(after) => MID.saturating_add(nanos(after).min(MID - 1)),
+            None => MID - nanos(base.duration_since(deadline)).min(MID),
         }
-        slot.entry.as_ref()
     }
 
-    fn entry(&self, slot: u32) -> &Entry<T> {
-        self.slots[slot as usize]
-            .entry
-            .as_ref()
-            .expect("the heap holds only occupied slots")
+    /// The deadline a key stands for.
+    fn instant(&self, time: u64) -> Instant {
+        let base = self
+            .base
+            .expect("a key exists only once the first insert set the base");
+        if time >= MID {
+            base + std::time::Duration::from_nanos(time - MID)
+        } else {
+            base - std::time::Duration::from_nanos(MID - time)
+        }
     }
 
-    fn entry_mut(&mut self, slot: u32) -> &mut Entry<T> {
-        self.slots[slot as usize]
-            .entry
-            .as_mut()
-            .expect("the heap holds only occupied slots")
-    }
-
-    fn key(&self, pos: usize) -> (Instant, u64) {
-        let e = self.entry(self.heap[pos]);
-        (e.deadline, e.seq)
+    /// The heap position of a live handle's entry.
+    fn live_pos(&self, id: TimerId) -> Option<usize> {
+        let slot = self.slots.get(id.slot as usize)?;
+        (slot.gen == id.gen && slot.value.is_some()).then_some(slot.pos as usize)
     }
 
     /// Removes the heap element at `pos`, vacates its slot, and returns its handle and value.
     fn remove_at(&mut self, pos: usize) -> (TimerId, T) {
-        let last = self.heap.len() - 1;
-        self.heap.swap(pos, last);
-        let slot = self
-            .heap
-            .pop()
-            .expect("remove_at is only called on a non-empty heap");
+        let removed = self.heap.swap_remove(pos);
         if pos < self.heap.len() {
-            let moved = self.heap[pos];
-            self.entry_mut(moved).pos = pos as u32;
             // The element moved into the hole may belong above or below it.
-            self.sift_up(pos);
-            self.sift_down(pos);
+            let key = self.heap[pos].key();
+            if pos > 0 && key < self.heap[(pos - 1) / 2].key() {
+                self.sift_up(pos);
+            } else {
+                self.sift_down(pos);
+            }
         }
+        let slot = removed.slot;
         let cell = &mut self.slots[slot as usize];
         let gen = cell.gen;
-        let entry = cell
-            .entry
+        let value = cell
+            .value
             .take()
             .expect("the heap holds only occupied slots");
         cell.gen = cell.gen.wrapping_add(1);
         self.free.push(slot);
-        (TimerId { slot, gen }, entry.value)
+        (TimerId { slot, gen }, value)
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        let (sa, sb) = (self.heap[a], self.heap[b]);
-        self.entry_mut(sa).pos = a as u32;
-        self.entry_mut(sb).pos = b as u32;
-    }
-
+    /// Moves the element at `pos` up to its place. The moving element is held aside while
+    /// the parents above it shift down into the hole, so each level costs one copy and one
+    /// position update instead of a swap.
     fn sift_up(&mut self, mut pos: usize) {
+        let moving = self.heap[pos];
+        let key = moving.key();
         while pos > 0 {
             let parent = (pos - 1) / 2;
-            if self.key(pos) >= self.key(parent) {
+            let p = self.heap[parent];
+            if key >= p.key() {
                 break;
             }
-            self.swap(pos, parent);
+            self.place(pos, p);
             pos = parent;
         }
+        self.place(pos, moving);
     }
 
+    /// Moves the element at `pos` down to its place, the same way as [`Self::sift_up`].
     fn sift_down(&mut self, mut pos: usize) {
         let n = self.heap.len();
+        let moving = self.heap[pos];
+        let key = moving.key();
         loop {
             let left = 2 * pos + 1;
             if left >= n {
                 break;
             }
             let right = left + 1;
-            let child = if right < n && self.key(right) < self.key(left) {
-                right
-            } else {
-                left
-            };
-            if self.key(child) >= self.key(pos) {
+            let mut child = self.heap[left];
+            let mut at = left;
+            if right < n && self.heap[right].key() < child.key() {
+                child = self.heap[right];
+                at = right;
+            }
+            if child.key() >= key {
                 break;
             }
-            self.swap(pos, child);
-            pos = child;
+            self.place(pos, child);
+            pos = at;
         }
+        self.place(pos, moving);
+    }
+
+    #[inline]
+    fn place(&mut self, pos: usize, e: HeapEntry) {
+        self.heap[pos] = e;
+        self.slots[e.slot as usize].pos = pos as u32;
     }
 }
 
@@ -357,6 +420,35 @@ mod tests {
         assert!(t.pop_expired(t0 + ms(2)).is_none());
     }
 
+    /// Deadlines before and long after the first come back exactly and fire in order.
+    #[test]
+    fn deadlines_round_trip_exactly_on_either_side_of_the_first() {
+        let t0 = epoch() + Duration::from_secs(1_000_000);
+        let mut t = Timers::new();
+        let offsets = [
+            Duration::from_secs(10),
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(86_400 * 3650) + Duration::from_nanos(7),
+            Duration::from_nanos(10_000_000_001),
+        ];
+        let ids: Vec<_> = offsets.iter().map(|&d| t.insert(t0 + d, d)).collect();
+        let before = t.insert(t0 - Duration::from_nanos(999_999_999_999), Duration::MAX);
+        for (id, d) in ids.iter().zip(offsets) {
+            assert_eq!(t.deadline(*id), Some(t0 + d));
+        }
+        assert_eq!(
+            t.poll_timeout(),
+            Some(t0 - Duration::from_nanos(999_999_999_999))
+        );
+        assert_eq!(t.cancel(before), Some(Duration::MAX));
+        let mut sorted = offsets;
+        sorted.sort();
+        let fired: Vec<_> = t.expire(t0 + sorted[4]).map(|(_, at, d)| (at, d)).collect();
+        let expect: Vec<_> = sorted.iter().map(|&d| (t0 + d, d)).collect();
+        assert_eq!(fired, expect);
+    }
+
     #[test]
     fn memory_is_reclaimed_on_cancel() {
         let t0 = epoch();
@@ -402,6 +494,7 @@ mod tests {
         Insert(u16),
         Cancel(usize),
         Advance(u16),
+        Reschedule(usize, u16),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -409,6 +502,7 @@ mod tests {
             4 => (0u16..500).prop_map(Op::Insert),
             2 => any::<usize>().prop_map(Op::Cancel),
             1 => (0u16..200).prop_map(Op::Advance),
+            2 => (any::<usize>(), 0u16..500).prop_map(|(i, d)| Op::Reschedule(i, d)),
         ]
     }
 
@@ -438,6 +532,24 @@ mod tests {
                         prop_assert_eq!(t.cancel(id), expect);
                     }
                     Op::Cancel(_) => {}
+                    // Rescheduling is cancel + insert: the entry takes the next sequence
+                    // number, and its old handle goes stale (stale handles just insert).
+                    Op::Reschedule(i, d) if !handles.is_empty() => {
+                        let k = i % handles.len();
+                        let (id, s) = handles[k];
+                        let deadline = now + ms(d.into());
+                        let was_live = t.contains(id);
+                        let new_id = t.reschedule(id, deadline, seq as u32);
+                        prop_assert!(!t.contains(id) || !was_live || new_id == id);
+                        prop_assert!(!was_live || !t.contains(id));
+                        if let Some(p) = model.iter().position(|m| m.1 == s) {
+                            model.remove(p);
+                        }
+                        model.push((deadline, seq, seq as u32));
+                        handles[k] = (new_id, seq);
+                        seq += 1;
+                    }
+                    Op::Reschedule(..) => {}
                     Op::Advance(d) => {
                         now += ms(d.into());
                         let fired: Vec<u32> = t.expire(now).map(|(_, _, v)| v).collect();

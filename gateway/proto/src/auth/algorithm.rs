@@ -7,7 +7,7 @@ use std::fmt;
 
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512_256};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{Ha1, Password, Qop};
 
@@ -26,7 +26,14 @@ pub enum HashFamily {
 impl HashFamily {
     /// Lowercase hex of `H(parts[0] ":" parts[1] ":" …)`.
     pub(crate) fn hex_joined(self, parts: &[&[u8]]) -> Zeroizing<String> {
-        fn run<D: Digest>(parts: &[&[u8]]) -> Zeroizing<String> {
+        Zeroizing::new(self.hex_digest(parts).as_str().to_owned())
+    }
+
+    /// [`Self::hex_joined`] into a stack buffer: the hot REGISTER path hashes three times per
+    /// request, and a `String` per hash (with `hex`'s char-by-char collection) cost more than
+    /// the hashing itself.
+    pub(crate) fn hex_digest(self, parts: &[&[u8]]) -> HexDigest {
+        fn run<D: Digest>(parts: &[&[u8]]) -> HexDigest {
             let mut d = D::new();
             for (i, p) in parts.iter().enumerate() {
                 if i > 0 {
@@ -34,8 +41,10 @@ impl HashFamily {
                 }
                 d.update(p);
             }
-            let out = Zeroizing::new(d.finalize().to_vec());
-            Zeroizing::new(hex::encode(&*out))
+            let mut raw = d.finalize();
+            let out = HexDigest::encode(&raw);
+            raw.as_mut_slice().zeroize();
+            out
         }
         match self {
             Self::Md5 => run::<Md5>(parts),
@@ -50,6 +59,45 @@ impl HashFamily {
             Self::Md5 => 16,
             Self::Sha256 | Self::Sha512_256 => 32,
         }
+    }
+}
+
+/// A digest in lowercase hex, on the stack (at most 32 bytes of output, so 64 digits). It
+/// may be an HA1, which is password-equivalent, so it is wiped when dropped.
+pub(crate) struct HexDigest {
+    buf: [u8; 64],
+    len: u8,
+}
+
+impl HexDigest {
+    fn encode(raw: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 64];
+        let n = raw.len().min(32);
+        for (i, &b) in raw[..n].iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        }
+        Self {
+            buf,
+            len: (2 * n) as u8,
+        }
+    }
+
+    /// The hex digits as bytes (what the next hash takes), without a UTF-8 check.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII hex digits were written.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl Drop for HexDigest {
+    fn drop(&mut self) {
+        self.buf.zeroize();
     }
 }
 
@@ -192,7 +240,9 @@ impl AlgorithmParam {
 pub(crate) struct ResponseInput<'a> {
     pub algorithm: Algorithm,
     /// HA1 of the base hash, `H(username ":" realm ":" password)`, lowercase hex.
-    pub ha1: &'a Ha1,
+    pub ha1: &'a str,
+    /// The hash family `ha1` was computed with.
+    pub ha1_family: HashFamily,
     pub nonce: &'a str,
     pub method: &'a str,
     pub uri: &'a str,
@@ -210,37 +260,44 @@ pub(crate) struct ResponseInput<'a> {
 
 /// The `response` value, lowercase hex, or `None` when `ha1` is for another hash family.
 pub(crate) fn compute_response(i: &ResponseInput<'_>) -> Option<Zeroizing<String>> {
-    let h = i.algorithm.hash();
-    if i.ha1.family() != h {
+    if i.ha1_family != i.algorithm.hash() {
         return None;
     }
-    let ha1 = if i.algorithm.is_sess() {
-        h.hex_joined(&[
-            i.ha1.hex().as_bytes(),
-            i.nonce.as_bytes(),
-            i.cnonce.as_bytes(),
-        ])
+    let r = response_digest(i);
+    Some(Zeroizing::new(r.as_str().to_owned()))
+}
+
+/// The `response` formula of RFC 7616 §3.4.1, every intermediate on the stack. The caller
+/// has checked that `i.ha1` is of `i.algorithm`'s hash family.
+pub(crate) fn response_digest(i: &ResponseInput<'_>) -> HexDigest {
+    let algorithm = i.algorithm;
+    let ha1_hex = i.ha1;
+    let h = algorithm.hash();
+    let sess;
+    let ha1 = if algorithm.is_sess() {
+        sess = h.hex_digest(&[ha1_hex.as_bytes(), i.nonce.as_bytes(), i.cnonce.as_bytes()]);
+        sess.as_bytes()
     } else {
-        Zeroizing::new(i.ha1.hex().to_owned())
+        ha1_hex.as_bytes()
     };
     let ha2 = match i.qop {
         Some(Qop::AuthInt) => {
-            let body = h.hex_joined(&[i.body]);
-            h.hex_joined(&[i.method.as_bytes(), i.uri.as_bytes(), body.as_bytes()])
+            let body = h.hex_digest(&[i.body]);
+            h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes(), body.as_bytes()])
         }
-        _ => h.hex_joined(&[i.method.as_bytes(), i.uri.as_bytes()]),
+        _ => h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes()]),
     };
-    Some(match &i.qop {
-        None => h.hex_joined(&[ha1.as_bytes(), i.nonce.as_bytes(), ha2.as_bytes()]),
-        Some(q) => h.hex_joined(&[
-            ha1.as_bytes(),
+    match &i.qop {
+        None => h.hex_digest(&[ha1, i.nonce.as_bytes(), ha2.as_bytes()]),
+        Some(q) => h.hex_digest(&[
+            ha1,
             i.nonce.as_bytes(),
             i.nc.as_bytes(),
             i.cnonce.as_bytes(),
             i.qop_text.unwrap_or(q.as_str()).as_bytes(),
             ha2.as_bytes(),
         ]),
-    })
+    }
 }
 
 /// `H(username ":" realm)`, the hashed username of RFC 7616 §3.4.4.

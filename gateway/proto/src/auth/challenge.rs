@@ -8,9 +8,14 @@
 //! server and keeps a middlebox that reorders or prepends an MD5 challenge from
 //! downgrading us.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use super::params::{parse_items, AuthParam, ParamWriter, RawBody, RawItem};
+use smallvec::SmallVec;
+
+use super::params::{
+    parse_items, AuthParam, ItemBody, Lexer, ParamWriter, RawBody, RawItem, MAX_ITEMS,
+};
 use super::{Algorithm, AlgorithmParam, ParseError, Qop};
 
 /// One Digest challenge (RFC 7616 §3.3).
@@ -235,6 +240,169 @@ pub fn select_best<'a>(
     best.map(|(c, _)| c)
 }
 
+/// What a client needs of one Digest challenge, borrowed from its header value: the fields
+/// [`Challenge`] holds that bear on answering it, without the owned strings and lists
+/// (the registration engine reads one challenge per 401 and keeps three of its values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChallengeView<'a> {
+    pub realm: Cow<'a, str>,
+    pub nonce: Cow<'a, str>,
+    pub opaque: Option<Cow<'a, str>>,
+    pub stale: bool,
+    /// The challenge named its algorithm.
+    pub algorithm_named: bool,
+    /// The effective algorithm, `None` if it is one we do not implement.
+    pub algorithm: Option<Algorithm>,
+    /// [`Challenge::client_qop`].
+    pub client_qop: Option<Option<Qop>>,
+    pub userhash: bool,
+}
+
+impl ChallengeView<'_> {
+    fn is_usable(&self) -> bool {
+        self.algorithm.is_some() && self.client_qop.is_some()
+    }
+}
+
+/// The challenge [`select_best`] picks among the usable ones of `values` (each parsed as by
+/// [`parse_challenge_list`], a value that fails to parse as a whole contributing none) whose
+/// realm and nonce hold no CR or LF: the same choice, from borrowed slices, in one pass.
+pub(crate) fn best_challenge<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Option<ChallengeView<'a>> {
+    let mut best: Option<(ChallengeView<'a>, u8)> = None;
+    let mut items: SmallVec<[ChallengeView<'a>; 2]> = SmallVec::new();
+    for v in values {
+        items.clear();
+        if view_items(v, &mut items).is_err() {
+            continue;
+        }
+        for c in items.drain(..) {
+            let line_break = |t: &str| memchr::memchr2(b'\r', b'\n', t.as_bytes()).is_some();
+            if line_break(&c.realm) || line_break(&c.nonce) || !c.is_usable() {
+                continue;
+            }
+            let rank = c.algorithm.map_or(0, Algorithm::strength);
+            if best.as_ref().is_none_or(|(_, r)| rank > *r) {
+                best = Some((c, rank));
+            }
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+/// The Digest challenges of one header value that [`Challenge::from_item`] accepts, as
+/// views; `Err` where [`super::params::parse_items`] fails.
+fn view_items<'a>(
+    value: &'a str,
+    out: &mut SmallVec<[ChallengeView<'a>; 2]>,
+) -> Result<(), ParseError> {
+    let mut lx = Lexer::new(value);
+    let mut count = 0usize;
+    loop {
+        lx.skip_empty_elements();
+        if lx.at_end() {
+            break;
+        }
+        if count == MAX_ITEMS {
+            return Err(ParseError::TooManyParams);
+        }
+        count += 1;
+        let mut b = ViewBuilder::default();
+        let (scheme, body) = lx.item(&mut |name, v| b.add(name, v))?;
+        if !scheme.eq_ignore_ascii_case("Digest") || matches!(body, ItemBody::Token68(_)) {
+            continue;
+        }
+        if let Some(c) = b.finish() {
+            out.push(c);
+        }
+    }
+    if count == 0 {
+        return Err(ParseError::Empty);
+    }
+    Ok(())
+}
+
+/// The parameters of one challenge as [`Challenge::from_item`] reads them; `bad` once it
+/// would fail (a duplicate parameter).
+#[derive(Default)]
+struct ViewBuilder<'a> {
+    realm: Option<Cow<'a, str>>,
+    nonce: Option<Cow<'a, str>>,
+    opaque: Option<Cow<'a, str>>,
+    stale: Option<bool>,
+    algorithm: Option<Option<Algorithm>>,
+    qop: Option<Option<Option<Qop>>>,
+    userhash: Option<bool>,
+    domain: bool,
+    charset: bool,
+    bad: bool,
+}
+
+fn once<T>(slot: &mut Option<T>, bad: &mut bool, v: T) {
+    if slot.is_some() {
+        *bad = true;
+    } else {
+        *slot = Some(v);
+    }
+}
+
+impl<'a> ViewBuilder<'a> {
+    fn add(&mut self, name: &'a str, v: Cow<'a, str>) {
+        let bad = &mut self.bad;
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("realm") {
+            once(&mut self.realm, bad, v);
+        } else if is("nonce") {
+            once(&mut self.nonce, bad, v);
+        } else if is("opaque") {
+            once(&mut self.opaque, bad, v);
+        } else if is("stale") {
+            once(&mut self.stale, bad, v.eq_ignore_ascii_case("true"));
+        } else if is("algorithm") {
+            let a = AlgorithmParam::effective(Some(&AlgorithmParam::parse(&v)));
+            once(&mut self.algorithm, bad, a);
+        } else if is("qop") {
+            let offers = |q: Qop| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .any(|s| Qop::from_name(s) == Some(q))
+            };
+            let client = if offers(Qop::Auth) {
+                Some(Some(Qop::Auth))
+            } else if offers(Qop::AuthInt) {
+                Some(Some(Qop::AuthInt))
+            } else {
+                None
+            };
+            once(&mut self.qop, bad, client);
+        } else if is("userhash") {
+            once(&mut self.userhash, bad, v.eq_ignore_ascii_case("true"));
+        } else if is("domain") {
+            *bad |= std::mem::replace(&mut self.domain, true);
+        } else if is("charset") {
+            *bad |= std::mem::replace(&mut self.charset, true);
+        }
+    }
+
+    fn finish(self) -> Option<ChallengeView<'a>> {
+        if self.bad {
+            return None;
+        }
+        Some(ChallengeView {
+            realm: self.realm?,
+            nonce: self.nonce?,
+            opaque: self.opaque,
+            stale: self.stale.unwrap_or(false),
+            algorithm_named: self.algorithm.is_some(),
+            algorithm: self.algorithm.unwrap_or(Some(Algorithm::Md5)),
+            client_qop: self.qop.unwrap_or(Some(None)),
+            userhash: self.userhash.unwrap_or(false),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +487,90 @@ mod tests {
             Err(ParseError::TrailingItems)
         );
         assert!(Challenge::parse("\u{0}\u{1}junk").is_err());
+    }
+
+    /// [`best_challenge`] chooses what the owned path (parse every value, keep the usable
+    /// challenges without CR/LF, [`select_best`]) chooses, with the same fields.
+    #[test]
+    fn best_challenge_matches_the_owned_path() {
+        fn owned(values: &[&str]) -> Option<Challenge> {
+            let mut parsed = Vec::new();
+            for v in values {
+                if let Ok(list) = parse_challenge_list(v) {
+                    parsed.extend(list.into_iter().flatten());
+                }
+            }
+            let usable = parsed.iter().filter(|c| {
+                !c.realm.contains(['\r', '\n']) && !c.nonce.contains(['\r', '\n']) && c.is_usable()
+            });
+            select_best(usable).cloned()
+        }
+        let rfc = RFC7616.replace("\n        ", " ");
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["Digest realm=\"vigil.test\", nonce=\"Z0b7+m0d\", qop=\"auth\", algorithm=MD5"],
+            vec![&rfc],
+            vec![
+                "Digest realm=r, nonce=a, algorithm=MD5, qop=\"auth\", Basic realm=\"r\", \
+                  Digest realm=r, nonce=b, algorithm=SHA-256, qop=\"auth\", \
+                  Digest realm=r, nonce=c, algorithm=AKAv1-MD5, qop=\"auth\", \
+                  Digest realm=r, nonce=d, algorithm=SHA-512-256, qop=\"x-unknown\", \
+                  Digest realm=r, nonce=e, algorithm=SHA-256-sess, qop=\"auth\"",
+            ],
+            vec![
+                "Digest realm=r, nonce=a",
+                "Digest realm=r, nonce=z, algorithm=sha-512-256",
+            ],
+            vec![
+                "Digest realm=r, nonce=z, algorithm=sha-512-256, qop=\"auth\"x",
+                "Digest realm=q, nonce=y",
+            ],
+            vec![
+                "Digest realm=r, realm=s, nonce=a",
+                "Digest realm=t, nonce=b, STALE=TRUE",
+            ],
+            vec![
+                "Digest realm=r, nonce=a, domain=x, DOMAIN=y",
+                "Digest nonce=n",
+            ],
+            vec!["Digest realm=r, nonce=a, charset=UTF-8, charset=x"],
+            vec!["Digest realm=r, nonce=a, qop=\" AUTH-INT , \", userhash=TRUE, opaque=\"o\\\"p\""],
+            vec!["Digest realm=r, nonce=a, qop=\"auth\", qop=\"auth\""],
+            vec!["Digest realm=r, nonce=a, algorithm=MD5, algorithm=MD5"],
+            vec!["Digest realm=\"a\\\"b\", nonce=n, stale=false, x-foo=\"a b\""],
+            vec![
+                "Digest abc==",
+                "Basic realm=x",
+                "dIgEsT REALM=\"r\", Nonce=n",
+            ],
+            vec!["", " , ,", "Digest", "Digest realm=r, nonce=a, Bad@"],
+            vec![
+                "Digest realm=r, nonce=m, algorithm=MD5-sess, qop=auth",
+                "Digest realm=r, nonce=s, algorithm=SHA-256",
+            ],
+        ];
+        let many = format!(
+            "{}, Digest realm=r, nonce=x",
+            vec!["Basic a=b"; 64].join(", ")
+        );
+        let cases = cases.into_iter().chain([vec![many.as_str()]]);
+        for values in cases {
+            let want = owned(&values);
+            let got = best_challenge(values.iter().copied());
+            match (&want, &got) {
+                (None, None) => {}
+                (Some(w), Some(g)) => {
+                    assert_eq!(w.realm, g.realm, "{values:?}");
+                    assert_eq!(w.nonce, g.nonce, "{values:?}");
+                    assert_eq!(w.opaque.as_deref(), g.opaque.as_deref(), "{values:?}");
+                    assert_eq!(w.stale, g.stale, "{values:?}");
+                    assert_eq!(w.algorithm.is_some(), g.algorithm_named, "{values:?}");
+                    assert_eq!(w.algorithm(), g.algorithm, "{values:?}");
+                    assert_eq!(w.client_qop(), g.client_qop, "{values:?}");
+                    assert_eq!(w.userhash, g.userhash, "{values:?}");
+                }
+                _ => panic!("{values:?}: owned {want:?}, view {got:?}"),
+            }
+        }
     }
 
     #[test]

@@ -346,7 +346,8 @@ impl Session {
         let nc_text = NonceCount(nc).to_string();
         let response = compute_response(&ResponseInput {
             algorithm: self.algorithm,
-            ha1: &self.ha1,
+            ha1: self.ha1.hex(),
+            ha1_family: self.ha1.family(),
             nonce: &self.challenge.nonce,
             method: request.method,
             uri: request.uri,

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use super::algorithm::{compute_response, ResponseInput};
-use super::params::{AuthParam, ItemBody, Lexer, ParamWriter, MAX_ITEMS};
+use super::params::{push_quoted, push_token_or_quoted, AuthParam, ItemBody, Lexer, MAX_ITEMS};
 use super::{Algorithm, AlgorithmParam, ParseError, Qop, Secret};
 
 /// A nonce-count (`nc`): how many requests the client has sent with one nonce.
@@ -22,6 +22,28 @@ impl NonceCount {
             return None;
         }
         u32::from_str_radix(s, 16).ok().map(Self)
+    }
+}
+
+impl NonceCount {
+    /// The eight lowercase hex digits, without `fmt`.
+    pub(crate) fn hex(self) -> NcText {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut b = [0u8; 8];
+        for (i, d) in b.iter_mut().enumerate() {
+            *d = DIGITS[((self.0 >> (28 - 4 * i)) & 15) as usize];
+        }
+        NcText(b)
+    }
+}
+
+/// [`NonceCount::hex`]: eight ASCII hex digits.
+pub(crate) struct NcText([u8; 8]);
+
+impl NcText {
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII hex digits were written.
+        std::str::from_utf8(&self.0).unwrap_or("00000000")
     }
 }
 
@@ -128,7 +150,8 @@ impl Credentials {
         let nc = self.nc.map(|n| n.to_string()).unwrap_or_default();
         let r = compute_response(&ResponseInput {
             algorithm,
-            ha1: &ha1,
+            ha1: ha1.hex(),
+            ha1_family: ha1.family(),
             nonce: &self.nonce,
             method,
             uri: &self.uri,
@@ -298,37 +321,88 @@ impl<'a> Builder<'a> {
     }
 }
 
-impl fmt::Display for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Digest ")?;
-        let mut w = ParamWriter::new();
-        w.quoted(f, "username", &self.username)?;
-        w.quoted(f, "realm", &self.realm)?;
-        w.quoted(f, "nonce", &self.nonce)?;
-        w.quoted(f, "uri", &self.uri)?;
-        w.quoted(f, "response", &self.response)?;
-        if let Some(a) = &self.algorithm {
-            w.token(f, "algorithm", a.as_str())?;
+/// Credentials to print, borrowed: what [`Credentials`]' `Display` prints, and what the
+/// registration engine fills from its compact per-binding state without building an owned
+/// [`Credentials`] (five string copies) first.
+pub(crate) struct CredentialsRef<'a> {
+    pub username: &'a str,
+    pub realm: &'a str,
+    pub nonce: &'a str,
+    pub uri: &'a str,
+    pub response: &'a str,
+    pub algorithm: Option<&'a str>,
+    pub cnonce: Option<&'a str>,
+    pub opaque: Option<&'a str>,
+    pub qop: Option<&'a str>,
+    pub nc: Option<NonceCount>,
+    pub userhash: bool,
+    pub params: &'a [AuthParam],
+}
+
+impl CredentialsRef<'_> {
+    /// Appends the header value (`Digest username="…", …`) to `out`.
+    pub(crate) fn write_to(&self, out: &mut String) {
+        fn quoted(out: &mut String, name: &str, v: &str) {
+            out.push_str(", ");
+            out.push_str(name);
+            out.push('=');
+            push_quoted(out, v);
         }
-        if let Some(c) = &self.cnonce {
-            w.quoted(f, "cnonce", c)?;
+        fn token(out: &mut String, name: &str, v: &str) {
+            out.push_str(", ");
+            out.push_str(name);
+            out.push('=');
+            push_token_or_quoted(out, v);
         }
-        if let Some(o) = &self.opaque {
-            w.quoted(f, "opaque", o)?;
+        out.push_str("Digest username=");
+        push_quoted(out, self.username);
+        quoted(out, "realm", self.realm);
+        quoted(out, "nonce", self.nonce);
+        quoted(out, "uri", self.uri);
+        quoted(out, "response", self.response);
+        if let Some(a) = self.algorithm {
+            token(out, "algorithm", a);
         }
-        if let Some(q) = &self.qop {
-            w.token(f, "qop", q)?;
+        if let Some(c) = self.cnonce {
+            quoted(out, "cnonce", c);
         }
-        if let Some(nc) = &self.nc {
-            w.token(f, "nc", &nc.to_string())?;
+        if let Some(o) = self.opaque {
+            quoted(out, "opaque", o);
+        }
+        if let Some(q) = self.qop {
+            token(out, "qop", q);
+        }
+        if let Some(nc) = self.nc {
+            token(out, "nc", nc.hex().as_str());
         }
         if self.userhash {
-            w.token(f, "userhash", "true")?;
+            token(out, "userhash", "true");
         }
-        for p in &self.params {
-            w.quoted(f, &p.name, &p.value)?;
+        for p in self.params {
+            quoted(out, &p.name, &p.value);
         }
-        Ok(())
+    }
+}
+
+impl fmt::Display for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::with_capacity(384);
+        CredentialsRef {
+            username: &self.username,
+            realm: &self.realm,
+            nonce: &self.nonce,
+            uri: &self.uri,
+            response: &self.response,
+            algorithm: self.algorithm.as_ref().map(AlgorithmParam::as_str),
+            cnonce: self.cnonce.as_deref(),
+            opaque: self.opaque.as_deref(),
+            qop: self.qop.as_deref(),
+            nc: self.nc,
+            userhash: self.userhash,
+            params: &self.params,
+        }
+        .write_to(&mut out);
+        f.write_str(&out)
     }
 }
 
@@ -392,6 +466,13 @@ mod tests {
         assert_eq!(Credentials::parse(" , ,"), Err(ParseError::Empty));
         let many = format!("Digest {}", vec!["a=b"; 65].join(","));
         assert_eq!(Credentials::parse(&many), Err(ParseError::TooManyParams));
+    }
+
+    #[test]
+    fn nonce_count_hex_matches_fmt() {
+        for n in [0, 1, 9, 10, 0xabc, 0x1234_5678, u32::MAX] {
+            assert_eq!(NonceCount(n).hex().as_str(), NonceCount(n).to_string());
+        }
     }
 
     #[test]

@@ -63,6 +63,17 @@ const fn class_table(quoted_stop: bool) -> [bool; 256] {
 }
 
 static TOKEN_CHARS: [bool; 256] = class_table(false);
+/// Bytes [`push_quoted`] must escape or replace: `"`, `\\` and controls other than HTAB.
+static QUOTE_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b == b'"' || b == b'\\' || (b.is_ascii_control() && b != b'\t');
+        i += 1;
+    }
+    t
+};
 /// Bytes that end a run of ordinary characters inside a quoted-string.
 static QUOTED_STOP: [bool; 256] = class_table(true);
 
@@ -417,6 +428,66 @@ pub(crate) fn write_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Resu
     f.write_str("\"")
 }
 
+/// [`write_quoted`] into a `String`, for printers that build a header value directly
+/// (the REGISTER path) without going through `fmt`.
+pub(crate) fn push_quoted(out: &mut String, value: &str) {
+    out.reserve(value.len() + 2);
+    out.push('"');
+    let mut rest = value;
+    while let Some(i) = first_quote_special(rest.as_bytes()) {
+        out.push_str(&rest[..i]);
+        // `special` matches ASCII bytes only, so `i..i + 1` is one whole character.
+        match rest.as_bytes()[i] {
+            b'\r' | b'\n' => out.push(' '),
+            _ => {
+                out.push('\\');
+                out.push_str(&rest[i..i + 1]);
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+/// Where the first byte [`push_quoted`] must escape or replace is. Nonces and hashes are
+/// dozens of bytes with none, so whole words are screened at once (as [`quoted_run`] does),
+/// and only a word that may hold one is looked at byte by byte.
+fn first_quote_special(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let eq = |w: u64, c: u8| {
+        let x = w ^ (LO * u64::from(c));
+        x.wrapping_sub(LO) & !x & HI
+    };
+    // Some byte below `n` (exact as a yes/no answer for n <= 128): the controls, and HTAB,
+    // which is not special but only sends its word to the byte loop.
+    let below = |w: u64, n: u8| w.wrapping_sub(LO * u64::from(n)) & !w & HI;
+    let mut i = 0;
+    for chunk in s.chunks_exact(8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(b);
+        if eq(w, b'"') | eq(w, b'\\') | eq(w, 0x7f) | below(w, 0x20) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&b| QUOTE_SPECIAL[usize::from(b)])
+        .map(|p| i + p)
+}
+
+/// [`write_token_or_quoted`] into a `String`.
+pub(crate) fn push_token_or_quoted(out: &mut String, value: &str) {
+    if is_token(value) {
+        out.push_str(value);
+    } else {
+        push_quoted(out, value);
+    }
+}
+
 /// Writes `value` bare if it is a token, else quoted: for parameters whose grammar is a token
 /// (`algorithm`, `nc`, `qop` in credentials), which some peers only accept unquoted.
 pub(crate) fn write_token_or_quoted(f: &mut fmt::Formatter<'_>, value: &str) -> fmt::Result {
@@ -559,6 +630,53 @@ mod tests {
         ));
         let many = format!("Digest {}", vec!["a=b"; 100].join(","));
         assert_eq!(parse_items(&many), Err(ParseError::TooManyParams));
+    }
+
+    #[test]
+    fn push_quoted_matches_write_quoted() {
+        struct Q<'a>(&'a str, bool);
+        impl fmt::Display for Q<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                if self.1 {
+                    write_token_or_quoted(f, self.0)
+                } else {
+                    write_quoted(f, self.0)
+                }
+            }
+        }
+        let mut values: Vec<String> = [
+            "plain",
+            "",
+            "a\"b\\c",
+            "x\r\ny\u{1}z\tä\"",
+            "MD5",
+            "a b",
+            "auth-int",
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        // Every special byte (and HTAB, and non-ASCII) at every position of longer values.
+        for len in [7, 8, 9, 16, 23, 40] {
+            for pos in 0..len {
+                for c in [
+                    '"', '\\', '\r', '\n', '\u{0}', '\u{1f}', '\u{7f}', '\t', 'é',
+                ] {
+                    let mut v =
+                        String::from(&"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"[..len]);
+                    v.replace_range(pos..pos + 1, &c.to_string());
+                    values.push(v);
+                }
+            }
+        }
+        for v in values.iter().map(String::as_str) {
+            let mut s = String::new();
+            push_quoted(&mut s, v);
+            assert_eq!(s, Q(v, false).to_string(), "{v:?}");
+            s.clear();
+            push_token_or_quoted(&mut s, v);
+            assert_eq!(s, Q(v, true).to_string(), "{v:?}");
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! domain, outbound proxy), one timer handle and a few counters.
 //! Requests are printed from it on demand; no message outlives its transaction.
 
+use bytes::Bytes;
+
 use crate::msg::{decimal, HeaderName, Message, Method, Printer};
-use crate::rng::CoreRng;
+use crate::rng::{CoreRng, BRANCH_MAGIC};
 use crate::timer::TimerId;
 use crate::txn::Transport;
 
@@ -94,6 +96,16 @@ fn id_token(id: BindingId) -> String {
     format!("{:016x}", id.0)
 }
 
+/// [`id_token`] written into `buf`, for the paths that run per REGISTER and per response.
+fn id_token_in(id: BindingId, buf: &mut [u8; 16]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, d) in buf.iter_mut().enumerate() {
+        *d = DIGITS[((id.0 >> (60 - 4 * i)) & 15) as usize];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(buf).unwrap_or("")
+}
+
 /// Checks a configuration and packs its own strings with the binding's Call-ID and tag;
 /// returns them with the site to intern.
 pub(crate) fn pack(
@@ -153,6 +165,16 @@ pub(crate) fn pack(
     Ok((strings, site))
 }
 
+/// Strings [`Binding::register_request`] assembles its values in, lent by the engine so that
+/// their buffers are reused from one REGISTER to the next (a few hundred bytes per engine,
+/// nothing per binding).
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    line: String,
+    uri: String,
+    credentials: String,
+}
+
 impl Binding {
     pub(crate) fn new(strings: Packed<FIELDS>, upstream: PeerIdx, expires: u32) -> Self {
         Self {
@@ -178,6 +200,14 @@ impl Binding {
         }
     }
 
+    /// [`Self::token`] without allocating: an id's token is written into `buf`.
+    pub(crate) fn token_in<'a>(&'a self, id: BindingId, buf: &'a mut [u8; 16]) -> &'a str {
+        match self.strings.get(TOKEN) {
+            "" => id_token_in(id, buf),
+            t => t,
+        }
+    }
+
     /// The upstream accepted a REGISTER that carried the old token with `expires=0`.
     pub(crate) fn clear_old_token(&mut self) {
         if self.strings.get(OLD_TOKEN).is_empty() {
@@ -192,7 +222,8 @@ impl Binding {
     }
 
     /// The next REGISTER (Expires: 0 when `unregister`): next CSeq, fresh branch, digest
-    /// credentials for every known protection space.
+    /// credentials for every known protection space. Returns the printed request and its
+    /// branch, which is all the transaction layer needs of it (it never reads it back).
     pub(crate) fn register_request(
         &mut self,
         id: BindingId,
@@ -200,7 +231,8 @@ impl Binding {
         reg: &RegConfig,
         rng: &mut CoreRng,
         unregister: bool,
-    ) -> Message {
+        scratch: &mut Scratch,
+    ) -> (Bytes, Box<str>) {
         // RFC 3261 §8.1.1.5: CSeq stays below 2^31.
         self.cseq = if self.cseq >= (1 << 31) - 1 {
             1
@@ -212,9 +244,16 @@ impl Binding {
         let domain = &*site.domain;
         // Every value is assembled in `v` and copied by the printer, so one scratch string
         // serves all header lines: the REGISTER path runs once per binding per refresh, and
-        // `format!` plus an owned string per header stood out in its profile.
-        let mut v = String::with_capacity(256);
-        let mut uri = String::with_capacity(4 + domain.len());
+        // `format!` plus an owned string per header stood out in its profile. The engine
+        // lends the strings, so a REGISTER allocates none of them.
+        let Scratch {
+            line: v,
+            uri,
+            credentials,
+        } = scratch;
+        v.clear();
+        uri.clear();
+        credentials.clear();
         uri.push_str("sip:");
         uri.push_str(domain);
         let transport = match upstream.transport {
@@ -227,27 +266,37 @@ impl Binding {
             "" => self.strings.get(USER),
             a => a,
         };
-        let credentials = digest::authorize(
-            &mut self.auth,
-            &site.domain,
-            rng,
-            auth_user,
-            self.strings.get(PASSWORD),
-            "REGISTER",
-            &uri,
-        );
+        // Before the branch is drawn, as always, so the random stream stays the same.
+        let mut ends = smallvec::SmallVec::new();
+        if self.auth.is_some() {
+            digest::authorize(
+                &mut self.auth,
+                &site.domain,
+                rng,
+                auth_user,
+                self.strings.get(PASSWORD),
+                "REGISTER",
+                uri,
+                credentials,
+                &mut ends,
+            );
+        }
         let s = &self.strings;
         let local = &*reg.local_addr;
-        let mut p = Printer::request(Method::Register.as_str(), &uri);
+        // Room for the request with its credentials, so the buffer is never regrown.
+        let capacity = 512 + credentials.len();
+        let mut p = Printer::request_with_capacity(Method::Register.as_str(), uri, capacity);
         v.push_str("SIP/2.0/");
         v.push_str(upstream.transport.via_token());
         v.push(' ');
         v.push_str(local);
         v.push_str(";branch=");
-        rng.push_branch(&mut v);
+        let mut branch = String::with_capacity(BRANCH_MAGIC.len() + 16);
+        rng.push_branch(&mut branch);
+        v.push_str(&branch);
         v.push_str(";rport");
-        p.header(&HeaderName::Via, &v);
-        p.header(&HeaderName::MaxForwards, "70");
+        p.header_clean(&HeaderName::Via, v);
+        p.header_clean(&HeaderName::MaxForwards, "70");
         let aor = |v: &mut String| {
             v.clear();
             v.push_str("<sip:");
@@ -256,24 +305,24 @@ impl Binding {
             v.push_str(domain);
             v.push('>');
         };
-        aor(&mut v);
+        aor(v);
         v.push_str(";tag=");
         v.push_str(s.get(TAG));
-        p.header(&HeaderName::From, &v);
-        aor(&mut v);
-        p.header(&HeaderName::To, &v);
-        p.header(&HeaderName::CallId, s.get(CALL_ID));
+        p.header_clean(&HeaderName::From, v);
+        aor(v);
+        p.header_clean(&HeaderName::To, v);
+        p.header_clean(&HeaderName::CallId, s.get(CALL_ID));
         v.clear();
         v.push_str(decimal(&mut [0; 20], u64::from(self.cseq)));
         v.push_str(" REGISTER");
-        p.header(&HeaderName::CSeq, &v);
+        p.header_clean(&HeaderName::CSeq, v);
         let proxy = &*site.proxy;
         if !proxy.is_empty() {
             v.clear();
             v.push_str("<sip:");
             v.push_str(proxy);
             v.push_str(";lr>");
-            p.header(&HeaderName::Route, &v);
+            p.header_clean(&HeaderName::Route, v);
         }
         let contact = |v: &mut String, token: &str, expires: u32| {
             v.clear();
@@ -286,27 +335,30 @@ impl Binding {
             v.push_str(">;expires=");
             v.push_str(decimal(&mut [0; 20], u64::from(expires)));
         };
-        contact(&mut v, &self.token(id), expires);
-        p.header(&HeaderName::Contact, &v);
+        contact(v, self.token_in(id, &mut [0; 16]), expires);
+        p.header_clean(&HeaderName::Contact, v);
         let old = s.get(OLD_TOKEN);
         if !old.is_empty() {
-            contact(&mut v, old, 0);
-            p.header(&HeaderName::Contact, &v);
+            contact(v, old, 0);
+            p.header_clean(&HeaderName::Contact, v);
         }
         v.clear();
         v.push_str(decimal(&mut [0; 20], u64::from(expires)));
-        p.header(&HeaderName::Expires, &v);
-        for (kind, value) in &credentials {
+        p.header_clean(&HeaderName::Expires, v);
+        let mut from = 0;
+        for &(kind, end) in &ends {
             let name = match kind {
                 crate::auth::ChallengeKind::Www => HeaderName::Authorization,
                 crate::auth::ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
             };
-            p.header(&name, value);
+            p.header_clean(&name, &credentials[from..end]);
+            from = end;
         }
         if let Some(ua) = &reg.user_agent {
+            // Configured text: printable, but may end in a space.
             p.header(&HeaderName::UserAgent, ua);
         }
-        p.finish(None, &[])
+        (p.finish_bytes(None, &[]), branch.into_boxed_str())
     }
 }
 
@@ -341,7 +393,6 @@ pub(crate) fn retry_after(response: &Message) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::txn::Peer;
-    use bytes::Bytes;
 
     fn resp(headers: &str) -> Message {
         let text = format!(
@@ -399,6 +450,13 @@ mod tests {
         );
         let b = Binding::new(strings, PeerIdx::for_test(0), 600);
         assert_eq!(b.token(id), "000000000000feed");
+        assert_eq!(b.token_in(id, &mut [0; 16]), "000000000000feed");
+        for n in [0, 1, 0xfeed, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(
+                id_token_in(BindingId(n), &mut [0; 16]),
+                id_token(BindingId(n))
+            );
+        }
         cfg.contact_token = "k7Qd2".into();
         let (strings, _) = pack(id, &cfg, &reg, "cid", "tag", "").unwrap();
         let b = Binding::new(strings, PeerIdx::for_test(0), 600);

@@ -9,9 +9,11 @@
 //!
 //! All spaces of a binding are encoded into one byte block ([`Auth`]): a boxed list of
 //! structs each holding its own text would take two heap blocks per binding (about 64 + 80
-//! bytes with malloc's rounding), the encoded form one (about 96). The block is decoded into
-//! [`Space`]s for each operation and encoded back when something changed; that costs a few
-//! small allocations per REGISTER, next to the dozens building the request itself. A realm
+//! bytes with malloc's rounding), the encoded form one (about 96). The hot operations work
+//! on the block itself: a REGISTER's credentials are printed from borrowed views of it and
+//! its nc and flags updated in place, a success flips flags in place. Only a new challenge
+//! (or a `-sess` space's first cnonce) decodes it into [`Space`]s that borrow from it and
+//! encodes a new block. A realm
 //! equal to the binding's domain (the usual registrar setup) is not stored but flagged, as
 //! the domain is already kept once for all bindings of a site.
 //!
@@ -21,12 +23,15 @@
 //! one space per challenge kind is kept (a proxy's 407 and the registrar's 401): a server
 //! that changes its realm replaces the old space instead of adding one.
 
-use crate::auth::algorithm::{compute_response, userhash, ResponseInput};
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
+
+use crate::auth::algorithm::{response_digest, HexDigest, ResponseInput};
+use crate::auth::challenge::best_challenge;
 use crate::auth::client::MAX_STALE;
-use crate::auth::{
-    parse_challenge_list, select_best, Algorithm, AlgorithmParam, ChallengeKind, Credentials, Ha1,
-    NonceCount, Qop,
-};
+use crate::auth::credentials::CredentialsRef;
+use crate::auth::{Algorithm, ChallengeKind, NonceCount, Qop};
 use crate::rng::CoreRng;
 
 /// Length of generated client nonces, in token characters.
@@ -40,6 +45,10 @@ pub(crate) type Auth = Option<Box<[u8]>>;
 /// nc (4 bytes), then the lengths of realm, nonce, opaque and `-sess` cnonce (2 bytes each);
 /// the four texts follow.
 const HEADER: usize = 5 + 4 + 4 * 2;
+/// Offsets in the header.
+const H_FLAGS: usize = 3;
+const H_STALE: usize = 4;
+const H_NC: usize = 5;
 
 const F_ALGORITHM_NAMED: u8 = 1;
 const F_HAS_OPAQUE: u8 = 2;
@@ -49,14 +58,15 @@ const F_ANSWERING: u8 = 16;
 /// The realm is the binding's domain (and its stored text empty).
 const F_REALM_IS_DOMAIN: u8 = 32;
 
-/// One protection space, decoded: the nonce we answer or reuse.
+/// One protection space, decoded: the nonce we answer or reuse. The texts borrow from the
+/// block (or the domain, or a challenge), so decoding allocates nothing.
 #[derive(Debug, Clone, PartialEq)]
-struct Space {
-    realm: String,
-    nonce: String,
-    opaque: String,
+struct Space<'a> {
+    realm: Cow<'a, str>,
+    nonce: Cow<'a, str>,
+    opaque: Cow<'a, str>,
     /// The fixed cnonce of a `-sess` algorithm (empty until the first request).
-    sess_cnonce: String,
+    sess_cnonce: Cow<'a, str>,
     nc: u32,
     kind: ChallengeKind,
     algorithm: Algorithm,
@@ -72,67 +82,99 @@ struct Space {
     stale_streak: u8,
 }
 
-/// The spaces of `auth` for a binding of `domain`. The block is only ever written by
-/// [`encode`], so a malformed one cannot occur; should it anyway, decoding stops there (the
-/// server challenges afresh).
-fn decode(auth: &Auth, domain: &str) -> Vec<Space> {
-    let mut out = Vec::new();
-    let mut rest: &[u8] = auth.as_deref().unwrap_or(&[]);
-    while rest.len() >= HEADER {
-        let (h, tail) = rest.split_at(HEADER);
-        let len = |i: usize| usize::from(u16::from_le_bytes([h[9 + 2 * i], h[10 + 2 * i]]));
-        let total: usize = (0..4).map(len).sum();
-        let (Some(algorithm), Some(text)) =
-            (Algorithm::ALL.get(usize::from(h[1])), tail.get(..total))
-        else {
-            break;
-        };
-        let mut at = 0;
-        let mut field = |i: usize| {
-            let f = String::from_utf8_lossy(&text[at..at + len(i)]).into_owned();
-            at += len(i);
-            f
-        };
-        let flags = h[3];
-        let realm = field(0);
-        out.push(Space {
-            realm: if flags & F_REALM_IS_DOMAIN != 0 {
-                domain.to_owned()
-            } else {
-                realm
-            },
-            nonce: field(1),
-            opaque: field(2),
-            sess_cnonce: field(3),
-            nc: u32::from_le_bytes([h[5], h[6], h[7], h[8]]),
-            kind: if h[0] == 0 {
-                ChallengeKind::Www
-            } else {
-                ChallengeKind::Proxy
-            },
-            algorithm: *algorithm,
-            qop: match h[2] {
-                1 => Some(Qop::Auth),
-                2 => Some(Qop::AuthInt),
-                _ => None,
-            },
-            algorithm_named: flags & F_ALGORITHM_NAMED != 0,
-            has_opaque: flags & F_HAS_OPAQUE != 0,
-            userhash: flags & F_USERHASH != 0,
-            used: flags & F_USED != 0,
-            answering: flags & F_ANSWERING != 0,
-            stale_streak: h[4],
-        });
-        rest = &tail[total..];
+/// The space encoded at `at` in `block` (see [`HEADER`]) and where the next one starts;
+/// `None` at the end. The block is only ever written by [`encode`], so a malformed one
+/// cannot occur; should it anyway, reading stops there (the server challenges afresh).
+fn space_at<'a>(block: &'a [u8], at: usize, domain: &'a str) -> Option<(Space<'a>, usize)> {
+    let rest = block.get(at..)?;
+    if rest.len() < HEADER {
+        return None;
+    }
+    let (h, tail) = rest.split_at(HEADER);
+    let len = |i: usize| usize::from(u16::from_le_bytes([h[9 + 2 * i], h[10 + 2 * i]]));
+    let total: usize = (0..4).map(len).sum();
+    let (Some(algorithm), Some(text)) = (Algorithm::ALL.get(usize::from(h[1])), tail.get(..total))
+    else {
+        return None;
+    };
+    let mut fields = [""; 4];
+    let mut from = 0;
+    for (i, f) in fields.iter_mut().enumerate() {
+        // `encode` writes `&str`s, so each field is UTF-8.
+        *f = std::str::from_utf8(&text[from..from + len(i)]).ok()?;
+        from += len(i);
+    }
+    let flags = h[H_FLAGS];
+    let space = Space {
+        realm: Cow::Borrowed(if flags & F_REALM_IS_DOMAIN != 0 {
+            domain
+        } else {
+            fields[0]
+        }),
+        nonce: Cow::Borrowed(fields[1]),
+        opaque: Cow::Borrowed(fields[2]),
+        sess_cnonce: Cow::Borrowed(fields[3]),
+        nc: u32::from_le_bytes([h[H_NC], h[H_NC + 1], h[H_NC + 2], h[H_NC + 3]]),
+        kind: if h[0] == 0 {
+            ChallengeKind::Www
+        } else {
+            ChallengeKind::Proxy
+        },
+        algorithm: *algorithm,
+        qop: match h[2] {
+            1 => Some(Qop::Auth),
+            2 => Some(Qop::AuthInt),
+            _ => None,
+        },
+        algorithm_named: flags & F_ALGORITHM_NAMED != 0,
+        has_opaque: flags & F_HAS_OPAQUE != 0,
+        userhash: flags & F_USERHASH != 0,
+        used: flags & F_USED != 0,
+        answering: flags & F_ANSWERING != 0,
+        stale_streak: h[H_STALE],
+    };
+    Some((space, at + HEADER + total))
+}
+
+/// Every space of `auth` for a binding of `domain`, borrowed from the block.
+fn decode<'a>(auth: &'a Auth, domain: &'a str) -> SmallVec<[Space<'a>; 2]> {
+    let block = auth.as_deref().unwrap_or(&[]);
+    let mut out = SmallVec::new();
+    let mut at = 0;
+    while let Some((space, next)) = space_at(block, at, domain) {
+        out.push(space);
+        at = next;
     }
     out
 }
 
-/// Stores `spaces` into `auth`, in place when the encoded size is unchanged (a new nc, a
-/// same-length nonce): a million long-lived blocks reallocated on every refresh would leave
-/// the heap fragmented.
-fn store(auth: &mut Auth, spaces: &[Space], domain: &str) {
-    let fresh = encode(spaces, domain);
+/// Header offsets of every space of `block`, for the updates that change no length (nc,
+/// flags) and so are made in place.
+fn header_offsets(block: &[u8]) -> SmallVec<[usize; 2]> {
+    let mut out = SmallVec::new();
+    let mut at = 0;
+    while let Some(next) = next_space(block, at) {
+        out.push(at);
+        at = next;
+    }
+    out
+}
+
+/// Where the space after the one at `at` starts, as [`space_at`] finds it (whose texts are
+/// UTF-8, as `encode` wrote them), without reading the texts.
+fn next_space(block: &[u8], at: usize) -> Option<usize> {
+    let h = block.get(at..at + HEADER)?;
+    let total: usize = (0..4)
+        .map(|i| usize::from(u16::from_le_bytes([h[9 + 2 * i], h[10 + 2 * i]])))
+        .sum();
+    let end = at + HEADER + total;
+    (usize::from(h[1]) < Algorithm::ALL.len() && end <= block.len()).then_some(end)
+}
+
+/// Stores a freshly encoded block into `auth`, in place when the size is unchanged (a new
+/// nonce of the same length): a million long-lived blocks reallocated on every challenge
+/// would leave the heap fragmented.
+fn put(auth: &mut Auth, fresh: Auth) {
     match (auth.as_mut(), fresh) {
         (Some(old), Some(new)) if old.len() == new.len() => old.copy_from_slice(&new),
         (_, fresh) => *auth = fresh,
@@ -142,8 +184,8 @@ fn store(auth: &mut Auth, spaces: &[Space], domain: &str) {
 /// The block for `spaces` of a binding of `domain` (`None` for none), allocated at its exact
 /// size. A text too long for its 2-byte length (64 KiB) drops its space, as an unanswerable
 /// challenge.
-fn encode(spaces: &[Space], domain: &str) -> Auth {
-    fn stored_realm<'a>(s: &'a Space, domain: &str) -> &'a str {
+fn encode(spaces: &[Space<'_>], domain: &str) -> Auth {
+    fn stored_realm<'a>(s: &'a Space<'_>, domain: &str) -> &'a str {
         if s.realm == domain {
             ""
         } else {
@@ -158,13 +200,14 @@ fn encode(spaces: &[Space], domain: &str) -> Auth {
     let mut out = Vec::with_capacity(size);
     for s in spaces {
         let texts = [realm(s), &s.nonce, &s.opaque, &s.sess_cnonce];
-        let Ok(lens) = texts
+        let mut lens = [0u16; 4];
+        if texts
             .iter()
-            .map(|t| u16::try_from(t.len()))
-            .collect::<Result<Vec<u16>, _>>()
-        else {
+            .zip(&mut lens)
+            .any(|(t, l)| u16::try_from(t.len()).map(|n| *l = n).is_err())
+        {
             continue;
-        };
+        }
         let algorithm = Algorithm::ALL
             .iter()
             .position(|a| *a == s.algorithm)
@@ -219,26 +262,21 @@ pub(crate) enum ChallengeError {
 /// `domain`. On
 /// `Rejected` and `TooManyStale` every nonce is forgotten (as [`crate::auth::DigestClient`]
 /// does), so the next attempt, after a configuration update, starts over.
+///
+/// The challenge is chosen as [`crate::auth::select_best`] chooses among the usable ones of
+/// [`crate::auth::parse_challenge_list`], but from borrowed slices
+/// ([`best_challenge`]): the owned challenges cost more than the rest of a 401's handling.
 pub(crate) fn handle_challenge<'a>(
     auth: &mut Auth,
     domain: &str,
     kind: ChallengeKind,
     values: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), ChallengeError> {
-    let mut parsed = Vec::new();
-    for v in values {
-        if let Ok(list) = parse_challenge_list(v) {
-            parsed.extend(list.into_iter().flatten());
-        }
-    }
-    let usable = parsed.iter().filter(|c| {
-        !c.realm.contains(['\r', '\n']) && !c.nonce.contains(['\r', '\n']) && c.is_usable()
-    });
-    let chosen = select_best(usable).ok_or(ChallengeError::NoUsable)?;
-    let algorithm = chosen.algorithm().ok_or(ChallengeError::NoUsable)?;
-    let qop = chosen.client_qop().ok_or(ChallengeError::NoUsable)?;
+    let chosen = best_challenge(values).ok_or(ChallengeError::NoUsable)?;
+    let algorithm = chosen.algorithm.ok_or(ChallengeError::NoUsable)?;
+    let qop = chosen.client_qop.ok_or(ChallengeError::NoUsable)?;
     let opaque = chosen.opaque.as_deref().unwrap_or("");
-    if [&chosen.realm, &chosen.nonce, opaque]
+    if [&*chosen.realm, &*chosen.nonce, opaque]
         .iter()
         .any(|t| t.len() > usize::from(u16::MAX))
     {
@@ -253,30 +291,34 @@ pub(crate) fn handle_challenge<'a>(
     }
     let existing = list.iter().position(|s| s.kind == kind);
     let mut stale_streak = 0;
+    let mut give_up = None;
     if let Some(cur) = existing.map(|i| &list[i]) {
         if cur.used && cur.realm == chosen.realm {
             if chosen.stale {
                 stale_streak = cur.stale_streak + 1;
                 if stale_streak > MAX_STALE {
-                    *auth = None;
-                    return Err(ChallengeError::TooManyStale);
+                    give_up = Some(ChallengeError::TooManyStale);
                 }
             } else if cur.answering || cur.nonce == chosen.nonce {
-                *auth = None;
-                return Err(ChallengeError::Rejected);
+                give_up = Some(ChallengeError::Rejected);
             }
         }
     }
+    if let Some(e) = give_up {
+        drop(list);
+        *auth = None;
+        return Err(e);
+    }
     let space = Space {
-        realm: chosen.realm.clone(),
-        nonce: chosen.nonce.clone(),
-        opaque: opaque.to_owned(),
-        sess_cnonce: String::new(),
+        realm: Cow::Borrowed(&chosen.realm),
+        nonce: Cow::Borrowed(&chosen.nonce),
+        opaque: Cow::Borrowed(opaque),
+        sess_cnonce: Cow::Borrowed(""),
         nc: 0,
         kind,
         algorithm,
         qop,
-        algorithm_named: chosen.algorithm.is_some(),
+        algorithm_named: chosen.algorithm_named,
         has_opaque: chosen.opaque.is_some(),
         userhash: chosen.userhash,
         used: false,
@@ -287,26 +329,32 @@ pub(crate) fn handle_challenge<'a>(
         Some(i) => list[i] = space,
         None => list.push(space),
     }
-    store(auth, &list, domain);
+    let fresh = encode(&list, domain);
+    drop(list);
+    put(auth, fresh);
     Ok(())
 }
 
 /// A request with our credentials got a final answer other than 401/407: the nonces are
-/// good for reuse.
-pub(crate) fn handle_success(auth: &mut Auth, domain: &str) {
-    if auth.is_none() {
+/// good for reuse. (In place: no length changes.)
+pub(crate) fn handle_success(auth: &mut Auth) {
+    let Some(block) = auth.as_deref_mut() else {
         return;
+    };
+    for at in header_offsets(block) {
+        block[at + H_FLAGS] &= !F_ANSWERING;
+        block[at + H_STALE] = 0;
     }
-    let mut list = decode(auth, domain);
-    for s in &mut list {
-        s.answering = false;
-        s.stale_streak = 0;
-    }
-    store(auth, &list, domain);
 }
 
 /// The credentials header values for the next request, one per space, each with the next
-/// nonce-count. Empty before any challenge.
+/// nonce-count: appended to `out`, with the kind and end offset of each in `ends`.
+/// Nothing before any challenge.
+///
+/// Printed straight from the block through [`CredentialsRef`], the printer of
+/// [`crate::auth::Credentials`], with every hash on the stack; nc and the used flag are
+/// updated in place, and only a `-sess` space's first cnonce re-encodes the block.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn authorize(
     auth: &mut Auth,
     domain: &str,
@@ -315,82 +363,102 @@ pub(crate) fn authorize(
     password: &str,
     method: &str,
     uri: &str,
-) -> Vec<(ChallengeKind, String)> {
-    let mut out = Vec::new();
-    if auth.is_none() {
-        return out;
-    }
-    let mut list = decode(auth, domain);
-    for s in &mut list {
+    out: &mut String,
+    ends: &mut SmallVec<[(ChallengeKind, usize); 2]>,
+) {
+    let Some(block) = auth.as_deref() else {
+        return;
+    };
+    // (header offset, new nc) of each space answered; (space index, cnonce) of each `-sess`
+    // space that fixes its cnonce now.
+    let mut answered: SmallVec<[(usize, u32); 2]> = SmallVec::new();
+    let mut sess_fixed: SmallVec<[(usize, [u8; CNONCE_LEN]); 1]> = SmallVec::new();
+    let mut at = 0;
+    let mut index = 0;
+    while let Some((s, next)) = space_at(block, at, domain) {
+        let header = at;
+        let i = index;
+        at = next;
+        index += 1;
         // nc wrapped: drop the credentials and let the server challenge afresh.
         let Some(nc) = s.nc.checked_add(1) else {
             continue;
         };
         let sess = s.algorithm.is_sess();
-        let cnonce = if !s.sess_cnonce.is_empty() {
-            Some(s.sess_cnonce.clone())
+        let mut fresh = [0u8; CNONCE_LEN];
+        let cnonce: Option<&str> = if !s.sess_cnonce.is_empty() {
+            Some(&s.sess_cnonce)
         } else if s.qop.is_some() || sess {
-            let mut c = String::with_capacity(CNONCE_LEN);
-            rng.push_token(&mut c, CNONCE_LEN);
-            Some(c)
+            rng.fill_token(&mut fresh);
+            if sess {
+                sess_fixed.push((i, fresh));
+            }
+            // Token characters are ASCII.
+            Some(std::str::from_utf8(&fresh).unwrap_or(""))
         } else {
             None
         };
-        if sess && s.sess_cnonce.is_empty() {
-            s.sess_cnonce = cnonce.clone().unwrap_or_default();
-        }
-        let realm = s.realm.as_str();
+        let realm: &str = &s.realm;
         // HA1 is recomputed per request (one short hash) rather than cached: caching would
         // add 32–64 password-equivalent bytes to every binding.
         let family = s.algorithm.hash();
-        let hex = family.hex_joined(&[username.as_bytes(), realm.as_bytes(), password.as_bytes()]);
-        let ha1 = Ha1::from_trusted_hex(family, hex);
-        let nc_text = NonceCount(nc).to_string();
-        let Some(response) = compute_response(&ResponseInput {
+        let ha1 = family.hex_digest(&[username.as_bytes(), realm.as_bytes(), password.as_bytes()]);
+        let nc_text = NonceCount(nc).hex();
+        let response = response_digest(&ResponseInput {
             algorithm: s.algorithm,
-            ha1: &ha1,
+            ha1: ha1.as_str(),
+            ha1_family: family,
             nonce: &s.nonce,
             method,
             uri,
             qop: s.qop,
             qop_text: None,
-            nc: &nc_text,
-            cnonce: cnonce.as_deref().unwrap_or(""),
+            nc: nc_text.as_str(),
+            cnonce: cnonce.unwrap_or(""),
             body: b"",
-        }) else {
-            continue;
-        };
+        });
+        let hashed: HexDigest;
         let user = if s.userhash {
-            userhash(s.algorithm.hash(), username, realm)
+            hashed = family.hex_digest(&[username.as_bytes(), realm.as_bytes()]);
+            hashed.as_str()
         } else {
-            username.to_owned()
+            username
         };
-        let creds = Credentials {
+        CredentialsRef {
             username: user,
-            realm: realm.to_owned(),
-            nonce: s.nonce.clone(),
-            uri: uri.to_owned(),
-            response: response.to_string(),
-            algorithm: s
-                .algorithm_named
-                .then_some(AlgorithmParam::Known(s.algorithm)),
+            realm,
+            nonce: &s.nonce,
+            uri,
+            response: response.as_str(),
+            algorithm: s.algorithm_named.then_some(s.algorithm.name()),
             cnonce,
-            opaque: s.has_opaque.then(|| s.opaque.clone()),
-            qop: s.qop.map(|q| q.as_str().to_owned()),
+            opaque: s.has_opaque.then_some(&*s.opaque),
+            qop: s.qop.map(Qop::as_str),
             nc: s.qop.is_some().then_some(NonceCount(nc)),
             userhash: s.userhash,
-            params: Vec::new(),
-        };
-        s.nc = nc;
-        s.used = true;
-        // Sized for a typical header, so printing it does not grow the string step by step.
-        let mut text = String::with_capacity(384);
-        // Writing into a String cannot fail.
-        let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{creds}"));
-        out.push((s.kind, text));
+            params: &[],
+        }
+        .write_to(out);
+        ends.push((s.kind, out.len()));
+        answered.push((header, nc));
     }
-    store(auth, &list, domain);
-    out
+    if let Some(block) = auth.as_deref_mut() {
+        for &(h, nc) in &answered {
+            block[h + H_NC..h + H_NC + 4].copy_from_slice(&nc.to_le_bytes());
+            block[h + H_FLAGS] |= F_USED;
+        }
+    }
+    if !sess_fixed.is_empty() {
+        let mut list = decode(auth, domain);
+        for (i, c) in &sess_fixed {
+            if let Some(s) = list.get_mut(*i) {
+                s.sess_cnonce = Cow::Owned(String::from_utf8_lossy(c).into_owned());
+            }
+        }
+        let fresh = encode(&list, domain);
+        drop(list);
+        put(auth, fresh);
+    }
 }
 
 /// Heap blocks held (for memory reports): the one encoded block, if any.
@@ -404,15 +472,91 @@ mod tests {
     use ChallengeKind::{Proxy, Www};
 
     fn auth(spaces: &mut Auth, rng: &mut CoreRng) -> Vec<(ChallengeKind, String)> {
+        auth_as(spaces, rng, "r", "alice", "pw")
+    }
+
+    fn auth_as(
+        spaces: &mut Auth,
+        rng: &mut CoreRng,
+        domain: &str,
+        user: &str,
+        pw: &str,
+    ) -> Vec<(ChallengeKind, String)> {
+        let mut text = String::new();
+        let mut ends = SmallVec::new();
         authorize(
             spaces,
-            "r",
+            domain,
             rng,
-            "alice",
-            "pw",
+            user,
+            pw,
             "REGISTER",
             "sip:example.org",
-        )
+            &mut text,
+            &mut ends,
+        );
+        let mut from = 0;
+        ends.iter()
+            .map(|&(kind, end)| {
+                let v = text[from..end].to_owned();
+                from = end;
+                (kind, v)
+            })
+            .collect()
+    }
+
+    /// The credentials printed from the block are what the general path (parse them as
+    /// [`Credentials`], reprint, recompute the response with the password) agrees with, for
+    /// every algorithm, qop, opaque, userhash and `-sess` combination, over several requests.
+    #[test]
+    fn printed_credentials_match_the_general_path() {
+        use crate::auth::{Credentials, Password, Secret};
+        let secret = Secret::Password(Password::new("s\"cr=t"));
+        let mut rng = CoreRng::from_seed(9);
+        for algorithm in Algorithm::ALL {
+            for qop in [
+                "",
+                ", qop=\"auth\"",
+                ", qop=\"auth-int,auth\"",
+                ", qop=auth-int",
+            ] {
+                for extra in [
+                    "",
+                    ", opaque=\"op aq\"",
+                    ", userhash=true",
+                    ", opaque=x, userhash=true",
+                ] {
+                    for realm in ["example.org", "other realm"] {
+                        let ch = format!(
+                            "Digest realm=\"{realm}\", nonce=\"n\\\"1\", algorithm={}{qop}{extra}",
+                            algorithm.name()
+                        );
+                        let mut s: Auth = None;
+                        handle_challenge(&mut s, "example.org", Proxy, [ch.as_str()]).unwrap();
+                        for round in 1..=3u32 {
+                            let a = auth_as(&mut s, &mut rng, "example.org", "bob", "s\"cr=t");
+                            assert_eq!(a.len(), 1, "{ch}");
+                            let c = Credentials::parse(&a[0].1).unwrap();
+                            assert_eq!(c.to_string(), a[0].1, "{ch}");
+                            assert_eq!(c.realm, realm);
+                            assert_eq!(c.nonce, "n\"1");
+                            let user = if c.userhash {
+                                crate::auth::algorithm::userhash(algorithm.hash(), "bob", realm)
+                            } else {
+                                "bob".to_owned()
+                            };
+                            assert_eq!(c.username, user, "{ch}");
+                            let expected = c.expected_response("REGISTER", b"", "bob", &secret);
+                            assert_eq!(expected.as_deref(), Some(c.response.as_str()), "{ch}");
+                            if c.qop.is_some() {
+                                assert_eq!(c.nc, Some(crate::auth::NonceCount(round)), "{ch}");
+                            }
+                            handle_success(&mut s);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -428,7 +572,7 @@ mod tests {
             "{a:?}"
         );
         // The server accepts: the next request reuses the nonce with nc=2.
-        handle_success(&mut s, "r");
+        handle_success(&mut s);
         let b = auth(&mut s, &mut rng);
         assert!(
             b[0].1.contains("nc=00000002") && b[0].1.contains("nonce=\"n1\""),
@@ -459,11 +603,11 @@ mod tests {
 
     #[test]
     fn spaces_round_trip_through_one_block() {
-        let space = |kind, realm: &str, nc| Space {
-            realm: realm.to_owned(),
-            nonce: "bm9uY2U=".to_owned(),
-            opaque: String::new(),
-            sess_cnonce: "c".repeat(24),
+        let space = |kind, realm: &'static str, nc| Space {
+            realm: realm.into(),
+            nonce: "bm9uY2U=".into(),
+            opaque: "".into(),
+            sess_cnonce: "c".repeat(24).into(),
             nc,
             kind,
             algorithm: Algorithm::Sha512_256Sess,
@@ -487,7 +631,15 @@ mod tests {
             block.as_ref().map(|b| b.len()),
             Some(3 * HEADER + 1 + 3 * (8 + 24))
         );
-        assert_eq!(decode(&block, domain), list);
+        assert_eq!(&decode(&block, domain)[..], &list[..]);
+        let b = block.as_deref().unwrap();
+        let (mut at, mut n) = (0, 0);
+        while let Some((_, next)) = space_at(b, at, domain) {
+            assert_eq!(next_space(b, at), Some(next));
+            at = next;
+            n += 1;
+        }
+        assert_eq!((n, next_space(b, at)), (3, None));
         assert_eq!(encode(&[], domain), None);
         assert!(decode(&None, domain).is_empty());
     }

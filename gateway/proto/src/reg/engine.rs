@@ -10,10 +10,11 @@ use crate::auth::ChallengeKind;
 use crate::msg::{HeaderName, Message, Method, ResponseBuilder};
 use crate::rng::CoreRng;
 use crate::timer::Timers;
-use crate::txn::{ClientTxnId, Peer, Transactions, Transmit, TxnEvent, TxnId};
+use crate::txn::{ClientTxnId, IdHash, Peer, Transactions, Transmit, TxnEvent, TxnId};
 
 use super::binding::{
-    self, granted_expiry, retry_after, Binding, IN_FLIGHT, MAYBE_BOUND, QUEUED, REMOVING, RESTART,
+    self, granted_expiry, retry_after, Binding, Scratch, IN_FLIGHT, MAYBE_BOUND, QUEUED, REMOVING,
+    RESTART,
 };
 use super::digest::{self, ChallengeError};
 use super::pacer::Pacer;
@@ -47,7 +48,8 @@ pub struct Registrations {
     /// The sites (upstream address, domain, outbound proxy) the bindings use, interned.
     peers: Peers,
     /// Live REGISTER transactions and the binding each belongs to.
-    in_flight: HashMap<ClientTxnId, BindingId>,
+    /// Keyed by the layer's sequential ids, which no peer chooses: a multiply hashes them.
+    in_flight: HashMap<ClientTxnId, BindingId, IdHash>,
     /// One entry per binding at most: its refresh or retry deadline.
     timers: Timers<BindingId>,
     /// Bindings waiting for the pace. May hold ids that left the queue since (removed or
@@ -56,6 +58,8 @@ pub struct Registrations {
     pacer: Pacer,
     rng: CoreRng,
     events: VecDeque<RegEvent>,
+    /// Reused buffers for printing REGISTERs.
+    scratch: Scratch,
 }
 
 impl fmt::Debug for Registrations {
@@ -116,11 +120,12 @@ impl Registrations {
             config,
             bindings: Table::default(),
             peers: Peers::default(),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             timers: Timers::new(),
             queue: VecDeque::new(),
             rng,
             events: VecDeque::new(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -165,8 +170,9 @@ impl Registrations {
                 chunk(b.strings.heap_len()) + digest::heap_blocks(&b.auth).map(chunk).sum::<usize>()
             })
             .sum();
-        // Timer slot: generation, deadline, sequence, position, value; plus its heap index.
-        let timer_entry = size_of::<(u32, Instant, u64, u32, BindingId)>() + size_of::<u32>();
+        // Timer slot: generation, heap position, value; plus its heap entry: deadline,
+        // sequence, slot.
+        let timer_entry = size_of::<(u32, u32, Option<BindingId>)>() + size_of::<(u64, u64, u32)>();
         MemoryReport {
             bindings: self.bindings.len(),
             binding_size: size_of::<Binding>(),
@@ -430,8 +436,18 @@ impl Registrations {
         let unregister = b.phase == BindingPhase::Unregistering;
         let site = self.peers.get(b.upstream);
         let peer = site.peer;
-        let request = b.register_request(id, site, &self.config, &mut self.rng, unregister);
-        match self.txns.send_request(now, request, peer) {
+        let (request, branch) = b.register_request(
+            id,
+            site,
+            &self.config,
+            &mut self.rng,
+            unregister,
+            &mut self.scratch,
+        );
+        match self
+            .txns
+            .send_own_request(now, request, Method::Register, peer, branch)
+        {
             Ok(t) => {
                 b.flags |= IN_FLIGHT;
                 if !unregister {
@@ -531,7 +547,7 @@ impl Registrations {
             digest::handle_challenge(&mut b.auth, domain, kind, response.header_lines(header))
         });
         if challenged.is_none() {
-            digest::handle_success(&mut b.auth, domain);
+            digest::handle_success(&mut b.auth);
         }
         // Removal or a new configuration arrived while this REGISTER was in flight: whatever
         // it was answered, start the next step afresh (a challenge is kept for it).
@@ -565,7 +581,7 @@ impl Registrations {
             (200..=299, None) if unregistering => self.forget(id, true),
             (200..=299, None) => {
                 b.clear_old_token();
-                let granted = granted_expiry(response, &b.token(id), b.expires);
+                let granted = granted_expiry(response, b.token_in(id, &mut [0; 16]), b.expires);
                 if granted == 0 {
                     self.retry(now, id, RetryCause::NotBound);
                 } else {

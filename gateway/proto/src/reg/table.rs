@@ -9,13 +9,18 @@
 use std::collections::HashMap;
 use std::mem::size_of;
 
+use crate::txn::IdHash;
+
 use super::binding::Binding;
 use super::BindingId;
 
 #[derive(Debug, Default)]
 pub(crate) struct Table {
     slots: Vec<Option<Binding>>,
-    index: HashMap<BindingId, u32>,
+    /// Binding ids are the shell's, not a peer's (the daemon draws them at random as contact
+    /// tokens; tests and benches count up): a multiply spreads either, where SipHash cost
+    /// more than the rest of a lookup.
+    index: HashMap<BindingId, u32, IdHash>,
     free: Vec<u32>,
 }
 

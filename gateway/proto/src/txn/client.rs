@@ -28,6 +28,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::msg::{ack_for_non_2xx, Message};
 use crate::timer::TimerId;
 
@@ -60,7 +62,7 @@ pub(crate) struct ClientTxn {
     pub(crate) peer_hash: u64,
     pub(crate) state: ClientState,
     invite: bool,
-    request: Message,
+    request: Sent,
     /// The ACK sent for a non-2xx final response, resent on each retransmission of it.
     ack: Option<Message>,
     /// Timer A or E.
@@ -70,6 +72,34 @@ pub(crate) struct ClientTxn {
     deadline: Option<TimerId>,
 }
 
+/// What a client transaction keeps of its request: the bytes for retransmissions, and for
+/// an INVITE the parsed message too (the ACK to a non-2xx is built from it). Boxed, so that a
+/// transaction, which the layer's table moves around, stays a few dozen bytes rather than a
+/// whole inline [`Message`].
+#[derive(Debug)]
+pub(crate) enum Sent {
+    Invite(Box<Message>),
+    Other(Bytes),
+}
+
+impl Sent {
+    /// What to keep of `request`.
+    pub(crate) fn of(request: Message) -> Self {
+        if key_is_invite(&request) {
+            Sent::Invite(Box::new(request))
+        } else {
+            Sent::Other(request.as_bytes().clone())
+        }
+    }
+
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Sent::Invite(m) => m.as_bytes(),
+            Sent::Other(b) => b,
+        }
+    }
+}
+
 impl ClientTxn {
     /// Creates the transaction and sends the request.
     pub(crate) fn start(
@@ -77,9 +107,9 @@ impl ClientTxn {
         id: ClientTxnId,
         key: ClientKey,
         peer: Peer,
-        request: Message,
+        request: Sent,
     ) -> Self {
-        let invite = key_is_invite(&request);
+        let invite = matches!(request, Sent::Invite(_));
         let mut txn = ClientTxn {
             id,
             key,
@@ -97,7 +127,7 @@ impl ClientTxn {
             interval: io.config.t1,
             deadline: None,
         };
-        io.send(peer, txn.request.as_bytes().clone());
+        io.send(peer, txn.request.bytes().clone());
         let tid = TxnId::Client(id);
         if !peer.transport.is_reliable() {
             let timer = if invite { TxnTimer::A } else { TxnTimer::E };
@@ -114,7 +144,7 @@ impl ClientTxn {
         io.disarm(&mut self.deadline);
     }
 
-    pub(crate) fn handle_response(&mut self, io: &mut Io<'_>, response: Message) -> Step {
+    pub(crate) fn handle_response(&mut self, io: &mut Io<'_>, response: Box<Message>) -> Step {
         let Some(status) = response.status() else {
             return Step::Live;
         };
@@ -125,7 +155,7 @@ impl ClientTxn {
         }
     }
 
-    fn invite_response(&mut self, io: &mut Io<'_>, status: u16, response: Message) -> Step {
+    fn invite_response(&mut self, io: &mut Io<'_>, status: u16, response: Box<Message>) -> Step {
         let tid = TxnId::Client(self.id);
         match (self.state, status) {
             (ClientState::Calling | ClientState::Proceeding, 100..=199) => {
@@ -143,7 +173,7 @@ impl ClientTxn {
                 }
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 Step::Live
             }
@@ -158,19 +188,23 @@ impl ClientTxn {
                 );
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 Step::Live
             }
             (ClientState::Calling | ClientState::Proceeding, _) => {
+                let Sent::Invite(request) = &self.request else {
+                    // `invite_response` runs only for an INVITE, kept as `Sent::Invite`.
+                    return Step::Live;
+                };
                 io.disarm(&mut self.retransmit);
-                let ack = ack_for_non_2xx(&self.request, &response);
+                let ack = ack_for_non_2xx(request, &response);
                 io.send(self.peer, ack.as_bytes().clone());
                 self.ack = Some(ack);
                 self.state = ClientState::Completed;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 io.linger(
                     &mut self.deadline,
@@ -183,7 +217,7 @@ impl ClientTxn {
             (ClientState::Accepted, 200..=299) => {
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 Step::Live
             }
@@ -198,14 +232,19 @@ impl ClientTxn {
         }
     }
 
-    fn non_invite_response(&mut self, io: &mut Io<'_>, status: u16, response: Message) -> Step {
+    fn non_invite_response(
+        &mut self,
+        io: &mut Io<'_>,
+        status: u16,
+        response: Box<Message>,
+    ) -> Step {
         let tid = TxnId::Client(self.id);
         match (self.state, status) {
             (ClientState::Trying | ClientState::Proceeding, 100..=199) => {
                 self.state = ClientState::Proceeding;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 Step::Live
             }
@@ -214,7 +253,7 @@ impl ClientTxn {
                 self.state = ClientState::Completed;
                 io.emit(TxnEvent::Response {
                     id: self.id,
-                    response: Box::new(response),
+                    response,
                 });
                 io.linger(
                     &mut self.deadline,
@@ -234,7 +273,7 @@ impl ClientTxn {
             TxnTimer::A => {
                 self.retransmit = None;
                 if self.state == ClientState::Calling {
-                    io.resend(self.peer, self.request.as_bytes().clone());
+                    io.resend(self.peer, self.request.bytes().clone());
                     // Timer A doubles without the T2 cap (RFC 3261 §17.1.1.2).
                     self.interval *= 2;
                     io.arm(&mut self.retransmit, tid, TxnTimer::A, self.interval);
@@ -249,7 +288,7 @@ impl ClientTxn {
                     ClientState::Proceeding => self.interval = io.config.t2,
                     _ => return Step::Live,
                 }
-                io.resend(self.peer, self.request.as_bytes().clone());
+                io.resend(self.peer, self.request.bytes().clone());
                 io.arm(&mut self.retransmit, tid, TxnTimer::E, self.interval);
                 Step::Live
             }

@@ -44,11 +44,14 @@ impl Io<'_> {
         timer: TxnTimer,
         after: Duration,
     ) {
-        self.disarm(slot);
-        *slot = Some(
-            self.timers
-                .insert(self.now + after, TimerEntry { txn, timer }),
-        );
+        let deadline = self.now + after;
+        let entry = TimerEntry { txn, timer };
+        // Re-arming (E's next interval, F giving way to K) moves the pending entry: the
+        // same as cancel + insert, with one heap sift instead of two.
+        *slot = Some(match slot.take() {
+            Some(id) => self.timers.reschedule(id, deadline, entry),
+            None => self.timers.insert(deadline, entry),
+        });
     }
 
     pub(crate) fn disarm(&mut self, slot: &mut Option<TimerId>) {

@@ -35,7 +35,7 @@ impl From<ParseError> for KeyError {
 
 /// §17.1.3: a response matches a client transaction by the branch of its top Via and the
 /// method of its CSeq (so a CANCEL, which shares the INVITE's branch, has its own).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClientKey {
     branch: Box<str>,
     method: Method,
@@ -57,15 +57,55 @@ impl ClientKey {
         })
     }
 
+    /// The key of a request we are about to send whose top Via branch the caller generated
+    /// (`CoreRng::push_branch`) and so need not parse back out of the request.
+    pub(crate) fn own(branch: Box<str>, method: Method) -> Self {
+        Self { branch, method }
+    }
+}
+
+// Hashed as [`ClientKeyRef`] hashes, so that either finds the other in a table.
+impl Hash for ClientKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_client_key(&self.branch, &self.method, state);
+    }
+}
+
+fn hash_client_key<H: Hasher>(branch: &str, method: &Method, state: &mut H) {
+    branch.hash(state);
+    method.hash(state);
+}
+
+/// A client key borrowed from a received response: what the index is probed with, so that
+/// matching a response allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientKeyRef<'a> {
+    branch: &'a str,
+    method: Method,
+}
+
+impl<'a> ClientKeyRef<'a> {
     /// The key a received response is looked up by.
-    pub(crate) fn for_response(resp: &Message) -> Result<Self, KeyError> {
+    pub(crate) fn for_response(resp: &'a Message) -> Result<Self, KeyError> {
         let via = resp.top_via()?;
         let branch = via.branch().ok_or(KeyError::NoBranch)?;
         let cseq = resp.cseq()?;
         Ok(Self {
-            branch: branch.into(),
+            branch,
             method: cseq.method,
         })
+    }
+}
+
+impl Hash for ClientKeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_client_key(self.branch, &self.method, state);
+    }
+}
+
+impl hashbrown::Equivalent<ClientKey> for ClientKeyRef<'_> {
+    fn equivalent(&self, key: &ClientKey) -> bool {
+        *key.branch == *self.branch && key.method == self.method
     }
 }
 
@@ -343,4 +383,45 @@ pub(crate) fn to_tag(msg: &Message) -> Option<Box<str>> {
     msg.checked_to_hdr()
         .ok()
         .and_then(|t| t.tag().map(Into::into))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{RequestBuilder, ResponseBuilder};
+    use crate::txn::layer::OwnKeyHash;
+
+    /// A response's borrowed key finds the owned key its request was filed under (standard
+    /// and extension methods alike), and nothing else.
+    #[test]
+    fn borrowed_response_key_finds_the_request_key() {
+        let mut index: hashbrown::HashMap<ClientKey, u32, OwnKeyHash> = Default::default();
+        let methods = [
+            Method::Register,
+            Method::Options,
+            Method::Other("FOO".into()),
+        ];
+        let mut requests = Vec::new();
+        for (i, m) in methods.iter().enumerate() {
+            let req = RequestBuilder::new(m.clone(), "sip:x@example.com")
+                .via("UDP", "192.0.2.1:5060", &format!("z9hG4bK-{i}"))
+                .from("sip:a@example.com", "f")
+                .to("sip:x@example.com", None)
+                .call_id("c")
+                .cseq(1)
+                .build();
+            index.insert(ClientKey::for_request(&req).unwrap(), i as u32);
+            requests.push(req);
+        }
+        for (i, req) in requests.iter().enumerate() {
+            let resp = ResponseBuilder::for_request(req, 200, Some("t")).build();
+            let key = ClientKeyRef::for_response(&resp).unwrap();
+            assert_eq!(index.get(&key), Some(&(i as u32)));
+            let other = ClientKeyRef {
+                branch: key.branch,
+                method: Method::Bye,
+            };
+            assert_eq!(index.get(&other), None);
+        }
+    }
 }

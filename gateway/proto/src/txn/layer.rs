@@ -1,21 +1,22 @@
 //! [`Transactions`]: every client and server transaction of one core instance, their
 //! matching indexes and their timers, behind a quinn-proto style surface.
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use crate::msg::{HeaderName, Message, Method, ResponseBuilder};
 use crate::timer::Timers;
 
-use super::client::{ClientState, ClientTxn};
+use super::client::{ClientState, ClientTxn, Sent};
 use super::io::{Io, Step, TimerEntry};
-use super::key::{to_tag, ClientKey, LegacyTags, ServerKeyRef};
+use super::key::{to_tag, ClientKey, ClientKeyRef, LegacyTags, ServerKeyRef};
 use super::server::{ServerState, ServerTxn};
 use super::{
     ClientTxnId, Peer, Rejection, ResponseError, SendError, ServerTxnId, Transmit, TxnConfig,
@@ -40,7 +41,8 @@ pub struct Transactions {
     config: TxnConfig,
     timers: Timers<TimerEntry>,
     clients: HashMap<ClientTxnId, ClientTxn, IdHash>,
-    client_index: HashMap<ClientKey, ClientTxnId>,
+    /// Our own branches (see [`OwnKeyHash`]).
+    client_index: hashbrown::HashMap<ClientKey, ClientTxnId, OwnKeyHash>,
     /// Server transactions by id; handlers run on them in place (`get_mut`), never moving
     /// them out and back in.
     servers: HashMap<ServerTxnId, ServerTxn, IdHash>,
@@ -63,6 +65,10 @@ pub struct Transactions {
     /// A peer's entry is dropped with its last transaction. Peers are hashed with the keyed
     /// `key_hasher` (see [`peer_hash`]), since a peer picks its own source port.
     by_peer: HashTable<(u64, Peer, PeerTxns)>,
+    /// The last peer hashed for `by_peer` and its hash: consecutive transactions mostly
+    /// share a peer (the upstream proxy, a phone's retransmissions), so its SipHash is
+    /// computed once rather than per transaction.
+    last_peer: Option<(Peer, u64)>,
 }
 
 impl Transactions {
@@ -72,7 +78,7 @@ impl Transactions {
             config,
             timers: Timers::new(),
             clients: HashMap::default(),
-            client_index: HashMap::new(),
+            client_index: hashbrown::HashMap::default(),
             servers: HashMap::default(),
             server_index: HashTable::new(),
             key_hasher: RandomState::new(),
@@ -81,6 +87,7 @@ impl Transactions {
             events: VecDeque::new(),
             stats: TxnStats::default(),
             by_peer: HashTable::new(),
+            last_peer: None,
         }
     }
 
@@ -156,6 +163,47 @@ impl Transactions {
             Some(_) => {}
         }
         let key = ClientKey::for_request(&request).map_err(SendError::Key)?;
+        self.start_client(now, Sent::of(request), peer, key)
+    }
+
+    /// [`Self::send_request`] for a non-INVITE request printed as `bytes`, whose top Via
+    /// carries `branch`, a fresh RFC 3261 branch the caller drew itself (the registration
+    /// engine's REGISTERs): the key is built from it instead of parsing the request back,
+    /// and a non-INVITE transaction keeps only the bytes anyway.
+    pub(crate) fn send_own_request(
+        &mut self,
+        now: Instant,
+        bytes: Bytes,
+        method: Method,
+        peer: Peer,
+        branch: Box<str>,
+    ) -> Result<ClientTxnId, SendError> {
+        match method {
+            Method::Ack => return Err(SendError::Ack),
+            // An INVITE transaction needs the parsed request (for its ACK): `send_request`.
+            Method::Invite => return Err(SendError::NotARequest),
+            _ => {}
+        }
+        let key = ClientKey::own(branch, method);
+        #[cfg(debug_assertions)]
+        {
+            let parsed = Message::parse(bytes.clone()).expect("our own request parses");
+            debug_assert_eq!(
+                ClientKey::for_request(&parsed).as_ref(),
+                Ok(&key),
+                "the branch and method given are the request's"
+            );
+        }
+        self.start_client(now, Sent::Other(bytes), peer, key)
+    }
+
+    fn start_client(
+        &mut self,
+        now: Instant,
+        request: Sent,
+        peer: Peer,
+        key: ClientKey,
+    ) -> Result<ClientTxnId, SendError> {
         if self.client_index.contains_key(&key) {
             return Err(SendError::DuplicateBranch);
         }
@@ -217,12 +265,13 @@ impl Transactions {
         while let Some((_, _, entry)) = self.timers.pop_expired(now) {
             match entry.txn {
                 TxnId::Client(id) => {
-                    let Some(mut txn) = self.clients.remove(&id) else {
+                    let (clients, mut io) = self.client_io(now);
+                    let Some(txn) = clients.get_mut(&id) else {
                         continue;
                     };
-                    let mut io = self.io(now);
-                    let step = txn.handle_timer(&mut io, entry.timer);
-                    self.finish_client(now, txn, step);
+                    if txn.handle_timer(&mut io, entry.timer) == Step::Terminated {
+                        self.end_client(now, id);
+                    }
                 }
                 TxnId::Server(id) => {
                     let (servers, mut io) = self.server_io(now);
@@ -264,7 +313,7 @@ impl Transactions {
     }
 
     fn handle_response(&mut self, now: Instant, response: Message, peer: Peer) {
-        let key = match ClientKey::for_response(&response) {
+        let key = match ClientKeyRef::for_response(&response) {
             Ok(k) => k,
             Err(reason) => {
                 self.emit(TxnEvent::Discarded { peer, reason });
@@ -278,13 +327,16 @@ impl Transactions {
             });
             return;
         };
-        let mut txn = self
-            .clients
-            .remove(&id)
+        // In place: a live transaction is not moved out of the table and back.
+        let (clients, mut io) = self.client_io(now);
+        let txn = clients
+            .get_mut(&id)
             .expect("the index names only live transactions");
-        let mut io = self.io(now);
-        let step = txn.handle_response(&mut io, response);
-        self.finish_client(now, txn, step);
+        // Boxed once here, as the event that reports it carries it, rather than moved by
+        // value through each handler.
+        if txn.handle_response(&mut io, Box::new(response)) == Step::Terminated {
+            self.end_client(now, id);
+        }
     }
 
     fn handle_request(&mut self, now: Instant, mut request: Message, peer: Peer) {
@@ -453,14 +505,19 @@ impl Transactions {
             Step::Terminated => {
                 let mut io = self.io(now);
                 txn.disarm_all(&mut io);
-                if let Entry::Occupied(e) = self.client_index.entry(txn.key.clone()) {
-                    if *e.get() == txn.id {
-                        e.remove();
-                    }
+                if self.client_index.get(&txn.key) == Some(&txn.id) {
+                    self.client_index.remove(&txn.key);
                 }
                 self.forget_peer(txn.peer, txn.peer_hash, txn.id.into());
                 self.emit(TxnEvent::Terminated { id: txn.id.into() });
             }
+        }
+    }
+
+    /// Ends client transaction `id` (see [`Self::finish_client`]).
+    fn end_client(&mut self, now: Instant, id: ClientTxnId) {
+        if let Some(txn) = self.clients.remove(&id) {
+            self.finish_client(now, txn, Step::Terminated);
         }
     }
 
@@ -484,7 +541,14 @@ impl Transactions {
 
     /// Adds `id` to `peer`'s transactions; returns the peer's hash for [`Self::forget_peer`].
     fn remember_peer(&mut self, peer: Peer, id: TxnId) -> u64 {
-        let h = peer_hash(&self.key_hasher, &peer);
+        let h = match self.last_peer {
+            Some((p, h)) if p == peer => h,
+            _ => {
+                let h = peer_hash(&self.key_hasher, &peer);
+                self.last_peer = Some((peer, h));
+                h
+            }
+        };
         let entry = self
             .by_peer
             .entry(h, |e| e.1 == peer, |e| e.0)
@@ -521,6 +585,24 @@ impl Transactions {
     ) -> (&mut HashMap<ServerTxnId, ServerTxn, IdHash>, Io<'_>) {
         (
             &mut self.servers,
+            Io {
+                now,
+                config: &self.config,
+                timers: &mut self.timers,
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+                stats: &mut self.stats,
+            },
+        )
+    }
+
+    /// The client table and an [`Io`] at once, as [`Self::server_io`].
+    fn client_io(
+        &mut self,
+        now: Instant,
+    ) -> (&mut HashMap<ClientTxnId, ClientTxn, IdHash>, Io<'_>) {
+        (
+            &mut self.clients,
             Io {
                 now,
                 config: &self.config,
@@ -669,7 +751,64 @@ impl Hasher for IdHasher {
     }
 }
 
-type IdHash = BuildHasherDefault<IdHasher>;
+pub(crate) type IdHash = BuildHasherDefault<IdHasher>;
+
+/// Hasher for keys the core generates itself from its random source: the branches of our
+/// own client transactions (with their method). A peer chooses none of the stored keys (its
+/// responses only look them up), so it cannot aim them at one bucket, and the keys are
+/// random already: a word-at-a-time multiply-rotate (FxHash style) spreads them, at a
+/// fraction of SipHash's cost. Keys a peer picks (server transactions, peers) stay on the
+/// keyed hasher.
+#[derive(Default)]
+pub(crate) struct OwnKeyHasher(u64);
+
+impl OwnKeyHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for OwnKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes the bucket from the low bits and the tag from the top seven: fold
+        // the well-mixed high half down so both see it.
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
+pub(crate) type OwnKeyHash = BuildHasherDefault<OwnKeyHasher>;
 
 #[cfg(test)]
 mod tests {
@@ -684,6 +823,27 @@ mod tests {
             transport,
             addr: SocketAddr::from(([192, 0, 2, 1], port)),
         }
+    }
+
+    /// Our own branches spread over the buckets hashbrown takes from the low bits, and the
+    /// tags it takes from the top seven, about as evenly as random numbers would.
+    #[test]
+    fn own_key_hasher_spreads_generated_branches() {
+        let mut rng = crate::rng::CoreRng::from_seed(11);
+        let n = 8192;
+        let mut low = vec![0u32; 1024];
+        let mut top = [0u32; 128];
+        for _ in 0..n {
+            let mut h = OwnKeyHasher::default();
+            std::hash::Hash::hash(&rng.branch(), &mut h);
+            std::hash::Hash::hash(&Method::Register, &mut h);
+            let v = h.finish();
+            low[(v & 1023) as usize] += 1;
+            top[(v >> 57) as usize] += 1;
+        }
+        // Expected 8 and 64 per bucket; a fair spread stays well within these.
+        assert!(low.iter().all(|&c| c < 30), "{low:?}");
+        assert!(top.iter().all(|&c| (20..130).contains(&c)), "{top:?}");
     }
 
     fn options(branch: &str) -> Message {

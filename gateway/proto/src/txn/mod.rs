@@ -75,6 +75,7 @@ pub use event::{
     ClientTxnId, Rejection, ResponseError, SendError, ServerTxnId, TxnEvent, TxnId, TxnStats,
 };
 pub use key::KeyError;
+pub(crate) use layer::IdHash;
 pub use layer::Transactions;
 pub use peer::{Peer, Transmit, Transport};
 pub use server::ServerState;
