@@ -25,6 +25,9 @@ const MAX_DATAGRAM: usize = 65_535;
 pub struct UdpReceiver {
     socks: Vec<Arc<UdpSocket>>,
     buf: Box<[u8]>,
+    /// The socket [`Self::poll_ready`] looks at first: the one after the last read, so a
+    /// flooded socket cannot starve the others.
+    next: usize,
 }
 
 impl UdpReceiver {
@@ -32,6 +35,7 @@ impl UdpReceiver {
         Self {
             socks,
             buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            next: 0,
         }
     }
 
@@ -39,8 +43,9 @@ impl UdpReceiver {
     /// [`Self::read`]. Pending forever without sockets. Registers the waker of every socket
     /// that is not ready, so one wake covers them all.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<usize> {
-        for (i, sock) in self.socks.iter().enumerate() {
-            if sock.poll_recv_ready(cx).is_ready() {
+        let n = self.socks.len();
+        for i in (0..n).map(|k| (self.next + k) % n) {
+            if self.socks[i].poll_recv_ready(cx).is_ready() {
                 return Poll::Ready(i);
             }
         }
@@ -59,6 +64,7 @@ impl UdpReceiver {
         let Some(sock) = self.socks.get(index) else {
             return 0;
         };
+        self.next = (index + 1) % self.socks.len();
         let mut read = 0;
         while read < max {
             match sock.try_recv_from(&mut self.buf) {
@@ -154,5 +160,29 @@ mod tests {
             }
         }
         assert_eq!(rx.read(0, 8, |_| panic!("nothing is left")), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_socket_does_not_starve_the_other() {
+        let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut rx = UdpReceiver::new(vec![a, b]);
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let m = b"OPTIONS sip:x@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        for _ in 0..4 {
+            sender.send_to(m, to_a).unwrap();
+        }
+        sender.send_to(m, to_b).unwrap();
+        // Wait until both sockets have their datagrams, then read one at a time.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let first = rx.ready().await;
+        assert_eq!(first, 0);
+        assert_eq!(rx.read(first, 1, |_| {}), 1);
+        assert_eq!(
+            rx.ready().await,
+            1,
+            "the other socket's turn, though the first is busy"
+        );
     }
 }
