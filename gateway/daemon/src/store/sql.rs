@@ -372,8 +372,8 @@ impl SqliteStore {
 const LOAD_PAGE: i64 = 2_000;
 
 /// One page of devices after `$1` (all from the first when `NULL`; in `device_id` order, as
-/// SQLite compares text) as a JSON
-/// array of arrays, the columns in [`PackedRow`]'s order; blobs in hex.
+/// SQLite compares text) as a JSON array of arrays, the columns in [`PackedRow`]'s order;
+/// blobs in hex.
 const LOAD_PAGE_SQLITE: &str = "SELECT COALESCE(json_group_array(json_array(\
     device_id, binding_id, contact_token, username, auth_username, hex(password_enc), \
     domain, outbound_proxy, transport, display_name, push_kind, hex(push_enc), push_topic, \
