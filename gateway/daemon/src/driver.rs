@@ -9,6 +9,11 @@
 //! the transports. The driver reads the clock; the cores never do. It never awaits anything
 //! but its inputs: sends are non-blocking queue operations.
 //!
+//! Under load the loop wakes about once per [`TIMER_QUANTUM`]: a UDP socket read until empty
+//! is parked (its interest disarmed, see [`crate::transport::UdpReceiver`]) while the next
+//! deadline is within a quantum, and read on that wake; otherwise it is re-armed before the
+//! driver sleeps, so an idle gateway still answers a datagram at once.
+//!
 //! Routing between the two cores: a response whose CSeq method is REGISTER, and an OPTIONS
 //! ping from an upstream registrar, go to the engine (which alone sends REGISTERs); every
 //! other message goes to the UAS transaction layer. A transport error goes to both.
@@ -138,6 +143,7 @@ impl CoreDriver {
                     None => std::future::pending().await,
                 }
             };
+            let mut read_udp = false;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -155,7 +161,7 @@ impl CoreDriver {
                     None => break,
                 },
                 index = async {
-                    match &udp {
+                    match udp.as_mut() {
                         Some(rx) => rx.ready().await,
                         None => std::future::pending().await,
                     }
@@ -163,6 +169,7 @@ impl CoreDriver {
                     if let Some(rx) = udp.as_mut() {
                         let now = Instant::now();
                         rx.read(index, INBOUND_BATCH, |item| self.handle_inbound(now, item));
+                        read_udp = true;
                     }
                 }
                 cmd = command => match cmd {
@@ -174,12 +181,27 @@ impl CoreDriver {
                 _ = timer => {}
             }
             let now = Instant::now();
+            // Parked UDP sockets (drained, interest disarmed) are read on every other wake.
+            if let Some(rx) = udp.as_mut().filter(|rx| !read_udp && rx.has_parked()) {
+                rx.read_parked(INBOUND_BATCH, |item| self.handle_inbound(now, item));
+            }
             // Also when busy inputs won the biased select: deadlines must not starve.
             if deadline.is_some_and(|d| d <= now) {
                 self.handle_timeout(now);
                 last_timeout = now;
             }
             self.drain(now);
+            // Interrupt moderation (transport::udp): drained sockets stay parked, and their
+            // datagrams wait for the next wake, only while that wake is due within a quantum
+            // anyway; otherwise a datagram must wake the driver, so their interest is re-armed.
+            if let Some(rx) = udp.as_mut().filter(|rx| rx.has_parked()) {
+                let next = self
+                    .poll_timeout()
+                    .map(|d| d.max(last_timeout + TIMER_QUANTUM));
+                if next.is_none_or(|d| d > now + TIMER_QUANTUM) {
+                    rx.rearm();
+                }
+            }
         }
         // Requests that were already read get their answers before the connections close.
         while let Ok(item) = inbound.try_recv() {

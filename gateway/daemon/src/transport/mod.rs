@@ -36,7 +36,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rustls::pki_types::ServerName;
-use tokio::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -192,7 +193,10 @@ impl Transports {
         for spec in &config.listen {
             match spec.transport {
                 Transport::Udp => {
-                    let sock = Arc::new(UdpSocket::bind(spec.addr).await?);
+                    // Not registered with tokio: the core driver watches it (`UdpReceiver`).
+                    let sock = UdpSocket::bind(spec.addr)?;
+                    sock.set_nonblocking(true)?;
+                    let sock = Arc::new(sock);
                     let addr = sock.local_addr()?;
                     bound.push(ListenSpec {
                         transport: spec.transport,
@@ -239,7 +243,7 @@ impl Transports {
             life,
         });
         let udp_receiver =
-            UdpReceiver::new(shared.udp.iter().map(|(_, s)| Arc::clone(s)).collect());
+            UdpReceiver::new(shared.udp.iter().map(|(_, s)| Arc::clone(s)).collect())?;
         for (transport, listener) in tcp {
             let task = stream::accept_loop(listener, transport, Arc::clone(&shared));
             shared.life.tracker.spawn(task);
@@ -308,7 +312,7 @@ impl Transports {
             .iter()
             .find(|(local, _)| local.is_ipv4() == to.is_ipv4())
             .ok_or(SendFailure::NoUdpSocket)?;
-        match sock.try_send_to(bytes, to) {
+        match sock.send_to(bytes, to) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(SendFailure::QueueFull),
             Err(e) => Err(SendFailure::Io(e.kind())),
