@@ -31,7 +31,7 @@ use crate::crypto::{KeyError, SecretBox};
 use crate::driver::CoreDriver;
 use crate::regdriver::{RegDriver, StaticUpstream, Upstreams};
 use crate::resolve::{ResolvingUpstreams, UpstreamResolver, UpstreamResolverConfig};
-use crate::store::{BatchConfig, Store, StoreError, WriteBatcher};
+use crate::store::{BatchConfig, Store, StoreError, WriteBatcher, LOAD_PAGE};
 use crate::tls::{TlsContext, TlsSetupError};
 use crate::transport::{Lifecycle, Transports};
 
@@ -302,16 +302,26 @@ async fn prepare_api(config: &Config, transports: &Transports) -> Result<Prepare
     let table = Arc::new(BindingTable::new());
     let (registrar, commands) = ChannelRegistrar::new();
     let mut restored = 0usize;
-    for record in store.load_all().await? {
-        match Binding::from_record(&record) {
-            Ok(b) => {
-                let b = Arc::new(b);
-                table.insert(b.clone());
-                // The driver has not started: the channel is open and unbounded.
-                let _ = Registrar::submit(&registrar, RegCommand::Upsert(b));
-                restored += 1;
+    let mut after: Option<String> = None;
+    loop {
+        // Page by page: a page's records are dropped before the next is read.
+        let page = store.load_page(after.as_deref(), LOAD_PAGE).await?;
+        let done = page.len() < LOAD_PAGE;
+        for record in &page {
+            match Binding::from_record(record) {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    table.insert(b.clone());
+                    // The driver has not started: the channel is open and unbounded.
+                    let _ = Registrar::submit(&registrar, RegCommand::Upsert(b));
+                    restored += 1;
+                }
+                Err(error) => warn!(%error, "stored device skipped"),
             }
-            Err(error) => warn!(%error, "stored device skipped"),
+        }
+        match page.last() {
+            Some(last) if !done => after = Some(last.device_id.clone()),
+            _ => break,
         }
     }
     // Installs the metrics recorder, which the engine's counters need.

@@ -158,6 +158,9 @@ pub enum StoreError {
     Closed,
 }
 
+/// Devices per [`Store::load_page`] at start-up.
+pub const LOAD_PAGE: usize = 2_000;
+
 /// A device store; see the module documentation. Object-safe, so the gateway holds an
 /// `Arc<dyn Store>` chosen by configuration.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -168,9 +171,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn apply<'a>(&'a self, ops: &'a [WriteOp]) -> StoreFuture<'a, ()>;
     /// One device.
     fn get<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceRecord>>;
-    /// Every device in `device_id` order (start-up: the binding table and the engine are
-    /// rebuilt from this).
-    fn load_all(&self) -> StoreFuture<'_, Vec<DeviceRecord>>;
+    /// Up to `limit` devices in `device_id` order, starting after `after` (from the first
+    /// when `None`). Start-up rebuilds the binding table and the engine page by page, so a
+    /// million stored devices never sit in memory as records and bindings at once.
+    fn load_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<DeviceRecord>>;
+    /// Every device in `device_id` order, through [`Self::load_page`].
+    fn load_all(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            loop {
+                let after = all.last().map(|r: &DeviceRecord| r.device_id.clone());
+                let page = self.load_page(after.as_deref(), LOAD_PAGE).await?;
+                let done = page.len() < LOAD_PAGE;
+                all.extend(page);
+                if done {
+                    return Ok(all);
+                }
+            }
+        })
+    }
     /// Number of devices.
     fn count(&self) -> StoreFuture<'_, u64>;
     /// Closes the connections gracefully.

@@ -256,8 +256,12 @@ macro_rules! sql_store {
                 })
             }
 
-            fn load_all(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {
-                Box::pin(self.load_devices())
+            fn load_page<'a>(
+                &'a self,
+                after: Option<&'a str>,
+                limit: usize,
+            ) -> StoreFuture<'a, Vec<DeviceRecord>> {
+                Box::pin(self.load_devices(after, i64::try_from(limit).unwrap_or(i64::MAX)))
             }
 
             fn count(&self) -> StoreFuture<'_, u64> {
@@ -329,58 +333,67 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Every device, in pages of [`LOAD_PAGE`] rows that SQLite hands over as one JSON array
-    /// each. sqlx's SQLite driver passes each result row from its worker thread through a
-    /// channel and copies each of its values: row by row, loading a million devices at
-    /// start-up was mostly that hand-over, with two futex calls a row.
-    async fn load_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+    /// One page of devices, which SQLite hands over as one JSON array. sqlx's SQLite driver
+    /// passes each result row from its worker thread through a channel and copies each of
+    /// its values: row by row, loading a million devices at start-up was mostly that
+    /// hand-over, with two futex calls a row.
+    async fn load_devices(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
         let corrupt = |detail: String| StoreError::Corrupt {
             backend: "sqlite",
             detail,
         };
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let (page,): (String,) = sqlx::query_as(LOAD_PAGE_SQLITE)
-                .bind(after.as_deref())
-                .bind(LOAD_PAGE)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(query_err("sqlite", "loading devices"))?;
-            let rows: Vec<PackedRow> =
-                serde_json::from_str(&page).map_err(|e| corrupt(e.to_string()))?;
-            let full = rows.len() == LOAD_PAGE as usize;
-            let first = out.len();
-            for row in rows {
-                out.push(row.into_record().map_err(corrupt)?);
-            }
-            // SQL does not promise that the aggregate keeps the subquery's order (SQLite
-            // does keep it, so this only checks).
-            let page = &mut out[first..];
-            if !page.is_sorted_by(|a, b| a.device_id <= b.device_id) {
-                page.sort_unstable_by(|a, b| a.device_id.cmp(&b.device_id));
-            }
-            match page.last() {
-                Some(last) if full => after = Some(last.device_id.clone()),
-                _ => return Ok(out),
-            }
+        let query = match after {
+            Some(after) => sqlx::query_as(LOAD_PAGE_SQLITE_AFTER).bind(after),
+            None => sqlx::query_as(LOAD_PAGE_SQLITE_FIRST),
+        };
+        let (page,): (String,) = query
+            .bind(limit)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("sqlite", "loading devices"))?;
+        let rows: Vec<PackedRow> =
+            serde_json::from_str(&page).map_err(|e| corrupt(e.to_string()))?;
+        let mut out = rows
+            .into_iter()
+            .map(PackedRow::into_record)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        // SQL does not promise that the aggregate keeps the subquery's order (SQLite does
+        // keep it, so this only checks).
+        if !out.is_sorted_by(|a, b| a.device_id <= b.device_id) {
+            out.sort_unstable_by(|a, b| a.device_id.cmp(&b.device_id));
         }
+        Ok(out)
     }
 }
 
-/// Devices per page of [`SqliteStore::load_devices`].
-const LOAD_PAGE: i64 = 2_000;
-
-/// One page of devices after `$1` (all from the first when `NULL`; in `device_id` order, as
-/// SQLite compares text) as a JSON array of arrays, the columns in [`PackedRow`]'s order;
-/// blobs in hex.
-const LOAD_PAGE_SQLITE: &str = "SELECT COALESCE(json_group_array(json_array(\
-    device_id, binding_id, contact_token, username, auth_username, hex(password_enc), \
-    domain, outbound_proxy, transport, display_name, push_kind, hex(push_enc), push_topic, \
-    push_env, app_id, app_version, expires, hex(secret_hash), hex(body_hash), last_put_ms, \
-    state, last_status)), '[]') \
-    FROM (SELECT * FROM devices WHERE $1 IS NULL OR device_id > $1 \
-    ORDER BY device_id LIMIT $2)";
+/// A page of devices as a JSON array of arrays, the columns in [`PackedRow`]'s order, blobs
+/// in hex, in `device_id` order as SQLite compares text; `WHERE` is spliced in (`$1` the
+/// last id of the previous page, the next parameter the limit). Two statements rather than
+/// `$1 IS NULL OR device_id > $1`, which keeps SQLite from seeking the primary key's index:
+/// every page would rescan the table from its start.
+macro_rules! load_page_sqlite {
+    ($where:literal, $limit:literal) => {
+        concat!(
+            "SELECT COALESCE(json_group_array(json_array(\
+            device_id, binding_id, contact_token, username, auth_username, hex(password_enc), \
+            domain, outbound_proxy, transport, display_name, push_kind, hex(push_enc), \
+            push_topic, push_env, app_id, app_version, expires, hex(secret_hash), \
+            hex(body_hash), last_put_ms, state, last_status)), '[]') \
+            FROM (SELECT * FROM devices ",
+            $where,
+            " ORDER BY device_id LIMIT ",
+            $limit,
+            ")"
+        )
+    };
+}
+const LOAD_PAGE_SQLITE_FIRST: &str = load_page_sqlite!("", "$1");
+const LOAD_PAGE_SQLITE_AFTER: &str = load_page_sqlite!("WHERE device_id > $1", "$2");
 
 /// A row of [`LOAD_PAGE_SQLITE`]: the columns of [`DeviceRecord`] in order, blobs in hex.
 #[derive(serde::Deserialize)]
@@ -505,10 +518,25 @@ impl PgStore {
         &self.pool
     }
 
-    /// Every device, row by row (the PostgreSQL driver streams rows cheaply).
-    async fn load_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM devices ORDER BY device_id");
-        let rows = sqlx::query(&sql)
+    /// One page of devices, row by row (the PostgreSQL driver streams rows cheaply); keyset
+    /// paging on the primary key, in the column's collation for both `>` and `ORDER BY`.
+    async fn load_devices(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let sql = match after {
+            Some(_) => format!(
+                "SELECT {COLUMNS} FROM devices WHERE device_id > $1 ORDER BY device_id LIMIT $2"
+            ),
+            None => format!("SELECT {COLUMNS} FROM devices ORDER BY device_id LIMIT $1"),
+        };
+        let mut query = sqlx::query(&sql);
+        if let Some(after) = after {
+            query = query.bind(after);
+        }
+        let query = query.bind(limit);
+        let rows = query
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("postgres", "loading devices"))?;
@@ -521,7 +549,33 @@ sql_store!(PgStore, "postgres");
 
 #[cfg(test)]
 mod tests {
-    use super::unhex;
+    use super::*;
+
+    /// A page after the first seeks the primary key's index; a scan from the table's start
+    /// per page would make loading a million devices quadratic.
+    #[tokio::test]
+    async fn sqlite_pages_after_the_first_seek_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("v.db")).await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {LOAD_PAGE_SQLITE_AFTER}"))
+                .bind("dev-1")
+                .bind(2_000_i64)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let steps: Vec<&str> = plan.iter().map(|(.., d)| d.as_str()).collect();
+        assert!(
+            steps
+                .iter()
+                .any(|d| d.starts_with("SEARCH devices") && d.contains("device_id>")),
+            "{steps:?}"
+        );
+        assert!(
+            !steps.iter().any(|d| d.starts_with("SCAN devices")),
+            "{steps:?}"
+        );
+    }
 
     #[test]
     fn unhex_decodes_what_hex_encodes_and_rejects_the_rest() {
