@@ -67,7 +67,7 @@ use vigil_proto::resolve::Failure;
 use vigil_proto::rng::CoreRng;
 use vigil_proto::txn::{Peer, Transmit, Transport, TxnStats};
 
-use crate::api::registrar::{apply_event, unix_ms_now, RegCommand};
+use crate::api::registrar::{apply_event, unix_ms_now, Applied, RegCommand};
 use crate::bindings::{Binding, BindingTable, ContactToken, DeviceState, Reason, Status, Text};
 use crate::config::split_host_port;
 use crate::crypto::SecretBox;
@@ -692,7 +692,7 @@ impl RegDriver {
     /// documentation) instead of failing every binding on that connection.
     fn send(&mut self, now: Instant, transports: &Transports, t: Transmit) {
         // Behind REGISTERs already waiting for the same connection: keep their order.
-        if self.deferred_peers.contains(&t.peer) {
+        if !self.deferred.is_empty() && self.deferred_peers.contains(&t.peer) {
             self.defer(t);
             return;
         }
@@ -790,9 +790,12 @@ impl RegDriver {
 
     fn on_event(&mut self, now: Instant, event: &RegEvent) {
         match *event {
-            RegEvent::Registered { id, .. } => {
+            RegEvent::Registered { .. } => {
                 self.meters.ok.increment(1);
-                self.record_refresh_lag(id);
+                if let Some(applied) = apply_event(&self.table, &self.batcher, event, now) {
+                    self.record_refresh_lag(&applied);
+                }
+                return;
             }
             RegEvent::Retrying { id, cause, .. } => {
                 let status = match cause {
@@ -826,20 +829,16 @@ impl RegDriver {
         apply_event(&self.table, &self.batcher, event, now);
     }
 
-    /// How late a refresh came: from the refresh time the previous 2xx scheduled (still in
-    /// the table, not yet overwritten) to this 2xx. Pace backlog, upstream latency and
-    /// challenges all show here; a lag near the granted expiry means registrations lapse.
-    fn record_refresh_lag(&self, id: BindingId) {
-        let Some(b) = self.table.by_token(crate::bindings::ContactToken(id.0)) else {
-            return;
-        };
-        let before = b.status();
+    /// How late a refresh came: from the refresh time the previous 2xx scheduled (the
+    /// status this 2xx replaced) to this 2xx. Pace backlog, upstream latency and challenges
+    /// all show here; a lag near the granted expiry means registrations lapse.
+    fn record_refresh_lag(&self, applied: &Applied) {
+        let before = applied.before;
         if before.state != DeviceState::Registered || before.next_at_ms == 0 {
             return; // a first registration, or one after a failure: not a refresh
         }
-        let now_ms = unix_ms_now();
         // Earlier than scheduled: a changed binding re-registered at once; not a refresh.
-        if let Some(late) = now_ms.checked_sub(before.next_at_ms) {
+        if let Some(late) = applied.now_ms.checked_sub(before.next_at_ms) {
             self.meters.refresh_lag.record(late as f64 / 1000.0);
         }
     }

@@ -83,15 +83,24 @@ fn instant_to_unix_ms(at: Instant, now: Instant, now_ms: u64) -> u64 {
     }
 }
 
+/// What [`apply_event`] changed: the binding's status before and after, and the wall clock
+/// it used.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied {
+    pub before: Status,
+    pub after: Status,
+    pub now_ms: u64,
+}
+
 /// Applies one engine event to the table and queues the new state for the store (without
-/// waiting: a state is advisory and is recomputed by the engine after a restart). Returns
-/// the new state, or `None` for events about bindings no longer in the table.
+/// waiting: a state is advisory and is recomputed by the engine after a restart). `None` for
+/// events about bindings no longer in the table.
 pub fn apply_event(
     table: &BindingTable,
     batcher: &WriteBatcher,
     event: &RegEvent,
     now: Instant,
-) -> Option<DeviceState> {
+) -> Option<Applied> {
     let now_ms = unix_ms_now();
     let (id, status) = match *event {
         RegEvent::Registered {
@@ -154,10 +163,15 @@ pub fn apply_event(
     let binding = table.by_token(ContactToken(id.0))?;
     let before = binding.status();
     binding.set_status(status);
+    let applied = Applied {
+        before,
+        after: status,
+        now_ms,
+    };
     // The store keeps only state and status: a refresh that changes neither (the common
     // case, a million times an hour) costs no write.
     if before.state == status.state && before.last_status == status.last_status {
-        return Some(status.state);
+        return Some(applied);
     }
     let op = WriteOp::SetState {
         device_id: binding.device_id().to_owned(),
@@ -167,5 +181,5 @@ pub fn apply_event(
     if batcher.submit(op).is_err() {
         debug!(token = %binding.token, "store queue full: state update skipped");
     }
-    Some(status.state)
+    Some(applied)
 }
