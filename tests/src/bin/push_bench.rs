@@ -51,69 +51,53 @@ use vigil_tests::push::{apns_token, call, BUNDLE};
 /// Distinct device tokens the throughput run cycles through.
 const TOKENS: u64 = 1000;
 
-/// Command-line settings.
-#[derive(Debug, Clone)]
+/// Push dispatch benchmarks; see the module documentation of `tests/src/bin/push_bench.rs`.
+#[derive(clap::Parser)]
+#[command(name = "push_bench")]
 struct Args {
+    /// Pushes per throughput round.
+    #[arg(long, default_value_t = 50_000)]
     pushes: u64,
+    /// Pushes in flight.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     concurrency: u64,
+    /// HTTP/2 connections to the mock APNs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     connections: u64,
-    threads: usize,
+    /// Runtime worker threads of the dispatcher.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: u64,
+    /// Throughput rounds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Pushes per second in the latency run.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     rate: u64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     secs: u64,
+    /// CPUs the mock APNs is pinned to (taskset list).
+    #[arg(long)]
     mock_cpus: Option<String>,
+    /// CPUs this bench is pinned to (taskset list).
+    #[arg(long)]
     bench_cpus: Option<String>,
+    /// Skip the throughput rounds.
+    #[arg(long = "skip-throughput", action = clap::ArgAction::SetFalse)]
     throughput: bool,
+    /// Skip the latency run.
+    #[arg(long = "skip-latency", action = clap::ArgAction::SetFalse)]
     latency: bool,
 }
 
-fn parse_args() -> Args {
-    let mut a = Args {
-        pushes: 50_000,
-        concurrency: 500,
-        connections: 2,
-        threads: 1,
-        rounds: 3,
-        rate: 5_000,
-        secs: 10,
-        mock_cpus: None,
-        bench_cpus: None,
-        throughput: true,
-        latency: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
-        };
-        let num = |v: String| -> u64 {
-            v.parse()
-                .unwrap_or_else(|_| usage(&format!("bad number {v}")))
-        };
-        match flag.as_str() {
-            "--pushes" => a.pushes = num(value()),
-            "--concurrency" => a.concurrency = num(value()).max(1),
-            "--connections" => a.connections = num(value()).max(1),
-            "--threads" => a.threads = num(value()).max(1) as usize,
-            "--rounds" => a.rounds = num(value()).max(1) as u32,
-            "--rate" => a.rate = num(value()).max(1),
-            "--secs" => a.secs = num(value()).max(1),
-            "--mock-cpus" => a.mock_cpus = Some(value()),
-            "--bench-cpus" => a.bench_cpus = Some(value()),
-            "--skip-throughput" => a.throughput = false,
-            "--skip-latency" => a.latency = false,
-            other => usage(&format!("unknown argument {other}")),
-        }
-    }
-    a
+/// A failure before or during the run that is the caller's to fix: said, and exit 2.
+fn usage(msg: &str) -> ! {
+    eprintln!("push_bench: {msg}");
+    std::process::exit(2)
 }
 
-fn usage(msg: &str) -> ! {
-    eprintln!(
-        "push_bench: {msg}\nsee the module documentation (tests/src/bin/push_bench.rs) for flags"
-    );
-    std::process::exit(2)
+fn parse_args() -> Args {
+    <Args as clap::Parser>::parse()
 }
 
 /// The mock APNs child process and what its output said.
@@ -551,7 +535,7 @@ fn main() {
         args.bench_cpus.as_deref().unwrap_or("any")
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
+        .worker_threads(args.threads as usize)
         .enable_all()
         .build()
         .expect("runtime");

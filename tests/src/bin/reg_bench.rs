@@ -61,6 +61,7 @@ const KAMAILIO: &str = "/usr/sbin/kamailio";
 const DOMAIN: &str = "vigil.test";
 const PASSWORD: &str = "secret";
 
+/// What one run measures, whichever mode; see the module documentation.
 #[derive(Debug, Clone)]
 struct Args {
     scale: bool,
@@ -74,32 +75,75 @@ struct Args {
     nonce_life: u64,
 }
 
+/// Registration benchmarks; see the module documentation of `tests/src/bin/reg_bench.rs`.
+#[derive(clap::Parser)]
+#[command(name = "reg_bench", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// `sipp` is the default mode: its flags may follow `reg_bench` directly.
+    #[command(flatten)]
+    sipp: SippArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Mode {
+    /// CPU per upstream registration, Vigil against SIPp on one Kamailio (the default).
+    Sipp(SippArgs),
+    /// Intake rate, memory and steady-state CPU at large binding counts (lab registrar).
+    Scale(ScaleArgs),
+}
+
+#[derive(clap::Args)]
+struct SippArgs {
+    /// Devices (AORs) registered by each side.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    devices: u64,
+    /// Registrations per second (the gateway's pace and SIPp's call rate).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
+    /// Transport to Kamailio.
+    #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
+    transport: String,
+    /// Gateway restarts measured.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+}
+
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Devices PUT through the API.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    devices: u64,
+    /// The gateway's registration pace, per second.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
+    /// PUTs in flight during intake.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    /// Seconds of steady state measured.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    window: u64,
+    /// Shortest first expiry the lab registrar grants, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(60..=3600))]
+    spread_min: u64,
+    /// Seconds a nonce of the lab registrar stays fresh.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    nonce_life: u64,
+}
+
+/// A failure before or during the run that is the caller's to fix: said, and exit 2.
 fn usage(msg: &str) -> ! {
     eprintln!("reg_bench: {msg}");
-    eprintln!(
-        "usage: reg_bench [sipp] [--devices N] [--rate R] [--transport udp|tcp] [--rounds N]\n       \
-         reg_bench scale [--devices N] [--rate R] [--concurrency N] [--window SECS] [--spread-min SECS] [--nonce-life SECS]"
-    );
     std::process::exit(2)
 }
 
 fn parse_args() -> Args {
-    let mut it = std::env::args().skip(1).peekable();
-    let scale = match it.peek().map(String::as_str) {
-        Some("scale") => {
-            it.next();
-            true
-        }
-        Some("sipp") => {
-            it.next();
-            false
-        }
-        _ => false,
-    };
-    let mut a = Args {
-        scale,
-        devices: if scale { 1_000_000 } else { 20_000 },
-        rate: if scale { 20_000 } else { 2_000 },
+    let cli = <Cli as clap::Parser>::parse();
+    let defaults = Args {
+        scale: false,
+        devices: 0,
+        rate: 0,
         transport: "udp".to_owned(),
         rounds: 1,
         concurrency: 256,
@@ -107,31 +151,29 @@ fn parse_args() -> Args {
         spread_min: 60,
         nonce_life: 30,
     };
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
-        };
-        let num = |v: String| -> u64 {
-            v.parse()
-                .unwrap_or_else(|_| usage(&format!("{flag}: not a number: {v}")))
-        };
-        match flag.as_str() {
-            "--devices" => a.devices = num(value()).max(1),
-            "--rate" => a.rate = num(value()).max(1),
-            "--transport" => a.transport = value(),
-            "--rounds" => a.rounds = num(value()).max(1) as u32,
-            "--concurrency" => a.concurrency = num(value()).max(1) as usize,
-            "--window" => a.window = num(value()).max(1),
-            "--spread-min" => a.spread_min = num(value()).clamp(60, 3600),
-            "--nonce-life" => a.nonce_life = num(value()).max(1),
-            other => usage(&format!("unknown flag {other}")),
+    let a = match cli.mode {
+        Some(Mode::Scale(a)) => {
+            return Args {
+                scale: true,
+                devices: a.devices,
+                rate: a.rate,
+                concurrency: a.concurrency as usize,
+                window: a.window,
+                spread_min: a.spread_min,
+                nonce_life: a.nonce_life,
+                ..defaults
+            }
         }
+        Some(Mode::Sipp(a)) => a,
+        None => cli.sipp,
+    };
+    Args {
+        devices: a.devices,
+        rate: a.rate,
+        transport: a.transport,
+        rounds: a.rounds,
+        ..defaults
     }
-    if a.transport != "udp" && a.transport != "tcp" {
-        usage("--transport must be udp or tcp");
-    }
-    a
 }
 
 fn main() {
