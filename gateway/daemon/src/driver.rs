@@ -28,7 +28,7 @@ use vigil_proto::txn::{Peer, Rejection, Transactions, Transport, TxnConfig, TxnE
 
 use crate::api::registrar::RegCommand;
 use crate::regdriver::RegDriver;
-use crate::transport::{Inbound, InboundKind, SendFailure, Transports};
+use crate::transport::{Inbound, InboundKind, SendFailure, Transports, UdpReceiver};
 use crate::uas::Uas;
 
 /// Registration commands applied per loop turn at most, so that a restart's backlog of a
@@ -94,6 +94,7 @@ impl CoreDriver {
     /// the registration engine (ignored without one).
     pub async fn run(
         mut self,
+        udp: UdpReceiver,
         mut inbound: mpsc::Receiver<Inbound>,
         mut commands: Option<mpsc::UnboundedReceiver<RegCommand>>,
         shutdown: CancellationToken,
@@ -101,10 +102,7 @@ impl CoreDriver {
         if self.reg.is_none() {
             commands = None;
         }
-        let mut udp = self.transports.take_udp_receiver();
-        if udp.is_none() {
-            warn!("UDP sockets already read elsewhere: the core driver reads none");
-        }
+        let mut udp = Some(udp);
         // One timer, re-armed only when the deadline moves (creating a sleep per loop would
         // register and cancel a timer entry per message).
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());

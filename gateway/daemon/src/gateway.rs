@@ -118,7 +118,7 @@ impl Gateway {
         };
         let life = Lifecycle::new();
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-        let transports = Transports::bind(&config.sip, tls.clone(), tx, life.clone())
+        let (transports, udp) = Transports::bind(&config.sip, tls.clone(), tx, life.clone())
             .await
             .map_err(StartError::Bind)?;
         let (push, push_events) = start_push(config, tls.as_ref())?;
@@ -128,13 +128,13 @@ impl Gateway {
                 let api = prepare_api(config, &transports).await?;
                 let (driver, commands) = (driver.with_registrations(api.reg), api.commands);
                 life.tracker
-                    .spawn(driver.run(rx, Some(commands), life.shutdown.clone()));
+                    .spawn(driver.run(udp, rx, Some(commands), life.shutdown.clone()));
                 let addr = serve_api(config, tls, &life, &api.state, api.store.backend()).await?;
                 (Some(addr), Some(api.state), Some(api.store))
             }
             _ => {
                 life.tracker
-                    .spawn(driver.run(rx, None, life.shutdown.clone()));
+                    .spawn(driver.run(udp, rx, None, life.shutdown.clone()));
                 (None, None, None)
             }
         };

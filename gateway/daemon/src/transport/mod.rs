@@ -1,12 +1,10 @@
 //! SIP transports: UDP sockets and TCP/TLS connections, feeding one core-driver task.
 //!
-//! Data flow: the core driver reads the UDP sockets itself through the [`UdpReceiver`] it
-//! takes once with [`Transports::take_udp_receiver`], so a datagram is handled in the turn
-//! that reads it. Every TCP/TLS connection task frames what it reads (with
+//! Data flow: the core driver reads the UDP sockets itself through the one [`UdpReceiver`]
+//! that [`Transports::bind`] returns, so a datagram is handled in the turn that reads it. Every TCP/TLS connection task frames what it reads (with
 //! `vigil_proto::framing`) and sends [`Inbound`] items into one bounded channel read by the
 //! same driver. The driver answers with
-//! [`Transports::send`], which never blocks: UDP goes straight to the socket with
-//! `try_send_to`, TCP/TLS into the bounded write queue of the connection found in the
+//! [`Transports::send`], which never blocks: UDP goes straight to the non-blocking socket, TCP/TLS into the bounded write queue of the connection found in the
 //! connection table (dialling a new connection if none exists).
 //!
 //! Bounds: UDP reads at most a batch per driver turn and leaves the rest in the kernel's
@@ -172,21 +170,20 @@ pub(crate) struct Shared {
 pub struct Transports {
     shared: Arc<Shared>,
     listeners: Arc<[ListenSpec]>,
-    /// Taken once by the core driver.
-    udp_receiver: Arc<std::sync::Mutex<Option<UdpReceiver>>>,
 }
 
 impl Transports {
-    /// Binds every listener in `config.listen` and spawns the TCP/TLS accept tasks (the UDP
-    /// sockets are read by whoever takes [`Self::take_udp_receiver`]). `tls` is required when a
-    /// TLS listener is configured. Port 0 binds an ephemeral port; [`Self::listeners`] reports
-    /// the bound addresses.
+    /// Binds every listener in `config.listen` and spawns the TCP/TLS accept tasks; the UDP
+    /// sockets are read through the returned [`UdpReceiver`], the one reader of them all (two
+    /// would split the datagrams between them). `tls` is required when a TLS listener is
+    /// configured. Port 0 binds an ephemeral port; [`Self::listeners`] reports the bound
+    /// addresses.
     pub async fn bind(
         config: &SipConfig,
         tls: Option<TlsContext>,
         inbound: mpsc::Sender<Inbound>,
         life: Lifecycle,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<(Self, UdpReceiver)> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         let mut bound = Vec::new();
@@ -251,21 +248,11 @@ impl Transports {
         for spec in &bound {
             info!(listen = %spec, "SIP listener ready");
         }
-        Ok(Self {
+        let transports = Self {
             shared,
             listeners: bound.into(),
-            udp_receiver: Arc::new(std::sync::Mutex::new(Some(udp_receiver))),
-        })
-    }
-
-    /// The reader of every bound UDP socket, for the core driver; `None` once taken (one
-    /// reader per socket: two would split the datagrams between them).
-    pub fn take_udp_receiver(&self) -> Option<UdpReceiver> {
-        self.udp_receiver
-            .lock()
-            // One `take` per critical section: a poisoned slot is consistent.
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        };
+        Ok((transports, udp_receiver))
     }
 
     /// The bound listeners (with the actual ports when port 0 was configured).
