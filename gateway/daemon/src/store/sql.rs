@@ -456,25 +456,36 @@ impl PackedRow {
 
 /// Decodes SQLite's `hex()` (upper case; lower case accepted too). The `hex` crate's decoder
 /// collects without knowing the length and cost about 30 instructions a digit, most of the
-/// start-up load.
+/// start-up load; this one looks each digit up in a table and checks once at the end.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
+    /// A digit's value, or 0xFF (high bits set) for a byte that is not a hex digit.
+    const NIBBLE: [u8; 256] = {
+        let mut t = [0xFF; 256];
+        let mut c = 0;
+        while c < 10 {
+            t[b'0' as usize + c] = c as u8;
+            c += 1;
         }
-    }
+        let mut c = 0;
+        while c < 6 {
+            t[b'A' as usize + c] = 10 + c as u8;
+            t[b'a' as usize + c] = 10 + c as u8;
+            c += 1;
+        }
+        t
+    };
     let digits = text.as_bytes();
     if !digits.len().is_multiple_of(2) {
         return None;
     }
-    let mut out = Vec::with_capacity(digits.len() / 2);
-    for pair in digits.chunks_exact(2) {
-        out.push(nibble(pair[0])? << 4 | nibble(pair[1])?);
+    let mut out = vec![0u8; digits.len() / 2];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
     }
-    Some(out)
+    (bad & 0xF0 == 0).then_some(out)
 }
 
 /// The PostgreSQL store.
@@ -585,6 +596,17 @@ mod tests {
         assert_eq!(unhex(""), Some(Vec::new()));
         for bad in ["A", "0G", "zz", "0 ", "é0"] {
             assert_eq!(unhex(bad), None, "{bad}");
+        }
+        // Every byte value in either position of a pair, against the definition.
+        for b in 0..=255u8 {
+            let ok = b.is_ascii_hexdigit();
+            for pair in [[b, b'0'], [b'0', b]] {
+                let got = std::str::from_utf8(&pair).ok().and_then(unhex);
+                let want = ok.then(|| {
+                    vec![u8::from_str_radix(std::str::from_utf8(&pair).unwrap(), 16).unwrap()]
+                });
+                assert_eq!(got, want, "{pair:?}");
+            }
         }
     }
 }
