@@ -87,11 +87,17 @@ impl Printer {
         out.put_u8(b' ');
         let u = if uri.is_empty() { "sip:invalid" } else { uri };
         let u_off = out.len();
-        for b in u.bytes() {
-            if b <= b' ' || b == 0x7f {
-                out.put_slice(format!("%{b:02X}").as_bytes());
-            } else {
-                out.put_u8(b);
+        let escaped = |b: u8| b <= b' ' || b == 0x7f;
+        if !u.bytes().any(escaped) {
+            // The usual URI, nothing to escape: one copy rather than a byte at a time.
+            out.put_slice(u.as_bytes());
+        } else {
+            for b in u.bytes() {
+                if escaped(b) {
+                    out.put_slice(format!("%{b:02X}").as_bytes());
+                } else {
+                    out.put_u8(b);
+                }
             }
         }
         let u_len = out.len() - u_off;

@@ -324,7 +324,10 @@ impl Binding {
             v.push_str(";lr>");
             p.header_clean(&HeaderName::Route, v);
         }
-        let contact = |v: &mut String, token: &str, expires: u32| {
+        // The expiry is printed twice (Contact, Expires): its digits are made once.
+        let mut digits = [0; 20];
+        let expires_text = decimal(&mut digits, u64::from(expires));
+        let contact = |v: &mut String, token: &str, expires: &str| {
             v.clear();
             v.push_str("<sip:");
             v.push_str(token);
@@ -333,18 +336,16 @@ impl Binding {
             v.push_str(";transport=");
             v.push_str(transport);
             v.push_str(">;expires=");
-            v.push_str(decimal(&mut [0; 20], u64::from(expires)));
+            v.push_str(expires);
         };
-        contact(v, self.token_in(id, &mut [0; 16]), expires);
+        contact(v, self.token_in(id, &mut [0; 16]), expires_text);
         p.header_clean(&HeaderName::Contact, v);
         let old = s.get(OLD_TOKEN);
         if !old.is_empty() {
-            contact(v, old, 0);
+            contact(v, old, "0");
             p.header_clean(&HeaderName::Contact, v);
         }
-        v.clear();
-        v.push_str(decimal(&mut [0; 20], u64::from(expires)));
-        p.header_clean(&HeaderName::Expires, v);
+        p.header_clean(&HeaderName::Expires, expires_text);
         let mut from = 0;
         for &(kind, end) in &ends {
             let name = match kind {
