@@ -64,6 +64,7 @@ impl HashFamily {
 
 /// A digest in lowercase hex, on the stack (at most 32 bytes of output, so 64 digits). It
 /// may be an HA1, which is password-equivalent, so it is wiped when dropped.
+#[derive(Clone)]
 pub(crate) struct HexDigest {
     buf: [u8; 64],
     len: u8,
@@ -270,6 +271,24 @@ pub(crate) fn compute_response(i: &ResponseInput<'_>) -> Option<Zeroizing<String
 /// The `response` formula of RFC 7616 §3.4.1, every intermediate on the stack. The caller
 /// has checked that `i.ha1` is of `i.algorithm`'s hash family.
 pub(crate) fn response_digest(i: &ResponseInput<'_>) -> HexDigest {
+    response_digest_with_ha2(i, &ha2(i))
+}
+
+/// HA2 of `i` (RFC 7616 §3.4.3): `H(method ":" uri)`, with `":" H(body)` for qop=auth-int.
+pub(crate) fn ha2(i: &ResponseInput<'_>) -> HexDigest {
+    let h = i.algorithm.hash();
+    match i.qop {
+        Some(Qop::AuthInt) => {
+            let body = h.hex_digest(&[i.body]);
+            h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes(), body.as_bytes()])
+        }
+        _ => h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes()]),
+    }
+}
+
+/// [`response_digest`] given `ha2`, which must be [`ha2`] of `i` (a caller that answers many
+/// challenges for one method and URI computes it once: it holds nothing secret).
+pub(crate) fn response_digest_with_ha2(i: &ResponseInput<'_>, ha2: &HexDigest) -> HexDigest {
     let algorithm = i.algorithm;
     let ha1_hex = i.ha1;
     let h = algorithm.hash();
@@ -279,13 +298,6 @@ pub(crate) fn response_digest(i: &ResponseInput<'_>) -> HexDigest {
         sess.as_bytes()
     } else {
         ha1_hex.as_bytes()
-    };
-    let ha2 = match i.qop {
-        Some(Qop::AuthInt) => {
-            let body = h.hex_digest(&[i.body]);
-            h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes(), body.as_bytes()])
-        }
-        _ => h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes()]),
     };
     match &i.qop {
         None => h.hex_digest(&[ha1, i.nonce.as_bytes(), ha2.as_bytes()]),

@@ -56,6 +56,24 @@ fn put_value(out: &mut BytesMut, s: &[u8]) {
     }
 }
 
+/// A Request-URI byte the printer escapes: whitespace, controls and DEL.
+fn needs_uri_escape(b: u8) -> bool {
+    b <= b' ' || b == 0x7f
+}
+
+/// Pushes `uri` with every byte of [`needs_uri_escape`] as `%XX`.
+#[cold]
+#[inline(never)]
+fn put_uri_escaped(out: &mut BytesMut, uri: &str) {
+    for b in uri.bytes() {
+        if needs_uri_escape(b) {
+            out.put_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.put_u8(b);
+        }
+    }
+}
+
 /// The decimal digits of `n`, written into `buf` without going through `fmt`.
 pub(crate) fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
     let mut i = buf.len();
@@ -87,18 +105,11 @@ impl Printer {
         out.put_u8(b' ');
         let u = if uri.is_empty() { "sip:invalid" } else { uri };
         let u_off = out.len();
-        let escaped = |b: u8| b <= b' ' || b == 0x7f;
-        if !u.bytes().any(escaped) {
+        if !u.bytes().any(needs_uri_escape) {
             // The usual URI, nothing to escape: one copy rather than a byte at a time.
             out.put_slice(u.as_bytes());
         } else {
-            for b in u.bytes() {
-                if escaped(b) {
-                    out.put_slice(format!("%{b:02X}").as_bytes());
-                } else {
-                    out.put_u8(b);
-                }
-            }
+            put_uri_escaped(&mut out, u);
         }
         let u_len = out.len() - u_off;
         out.put_slice(b" SIP/2.0\r\n");

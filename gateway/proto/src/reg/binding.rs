@@ -173,6 +173,8 @@ pub(crate) struct Scratch {
     line: String,
     uri: String,
     credentials: String,
+    /// Boxed: a hundred bytes the engine's other state need not carry inline.
+    ha2: Box<digest::Ha2Memo>,
 }
 
 impl Binding {
@@ -250,6 +252,7 @@ impl Binding {
             line: v,
             uri,
             credentials,
+            ha2,
         } = scratch;
         v.clear();
         uri.clear();
@@ -277,6 +280,7 @@ impl Binding {
                 self.strings.get(PASSWORD),
                 "REGISTER",
                 uri,
+                ha2,
                 credentials,
                 &mut ends,
             );
