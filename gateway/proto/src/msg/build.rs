@@ -56,24 +56,6 @@ fn put_value(out: &mut BytesMut, s: &[u8]) {
     }
 }
 
-/// A Request-URI byte the printer escapes: whitespace, controls and DEL.
-fn needs_uri_escape(b: u8) -> bool {
-    b <= b' ' || b == 0x7f
-}
-
-/// Pushes `uri` with every byte of [`needs_uri_escape`] as `%XX`.
-#[cold]
-#[inline(never)]
-fn put_uri_escaped(out: &mut BytesMut, uri: &str) {
-    for b in uri.bytes() {
-        if needs_uri_escape(b) {
-            out.put_slice(format!("%{b:02X}").as_bytes());
-        } else {
-            out.put_u8(b);
-        }
-    }
-}
-
 /// The decimal digits of `n`, written into `buf` without going through `fmt`.
 pub(crate) fn decimal(buf: &mut [u8; 20], mut n: u64) -> &str {
     let mut i = buf.len();
@@ -105,11 +87,12 @@ impl Printer {
         out.put_u8(b' ');
         let u = if uri.is_empty() { "sip:invalid" } else { uri };
         let u_off = out.len();
-        if !u.bytes().any(needs_uri_escape) {
-            // The usual URI, nothing to escape: one copy rather than a byte at a time.
-            out.put_slice(u.as_bytes());
-        } else {
-            put_uri_escaped(&mut out, u);
+        for b in u.bytes() {
+            if b <= b' ' || b == 0x7f {
+                out.put_slice(format!("%{b:02X}").as_bytes());
+            } else {
+                out.put_u8(b);
+            }
         }
         let u_len = out.len() - u_off;
         out.put_slice(b" SIP/2.0\r\n");
@@ -118,6 +101,32 @@ impl Printer {
             start: StartLine::Request {
                 method: span(0, m_len),
                 uri: span(u_off, u_len),
+            },
+            headers: SmallVec::new(),
+        }
+    }
+
+    /// [`Self::request_with_capacity`] for a request line its caller assembled from
+    /// validated parts: a token method and a non-empty Request-URI with nothing to escape
+    /// (debug-asserted), copied whole. The registration engine's REGISTERs start this way.
+    pub(crate) fn request_clean(method: &str, uri: &str, capacity: usize) -> Printer {
+        debug_assert!(
+            !method.is_empty()
+                && method.bytes().all(is_token)
+                && !uri.is_empty()
+                && uri.bytes().all(|b| b > b' ' && b != 0x7f),
+            "request_clean given {method:?} {uri:?}"
+        );
+        let mut out = BytesMut::with_capacity(capacity);
+        out.put_slice(method.as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(uri.as_bytes());
+        out.put_slice(b" SIP/2.0\r\n");
+        Printer {
+            out,
+            start: StartLine::Request {
+                method: span(0, method.len()),
+                uri: span(method.len() + 1, uri.len()),
             },
             headers: SmallVec::new(),
         }
@@ -777,7 +786,7 @@ mod tests {
             ),
             (HeaderName::Expires, "0"),
         ];
-        let mut fast = Printer::request_with_capacity("REGISTER", "sip:b", 16);
+        let mut fast = Printer::request_clean("REGISTER", "sip:b", 16);
         let mut slow = Printer::request("REGISTER", "sip:b");
         for (name, value) in &lines {
             fast.header_clean(name, value);

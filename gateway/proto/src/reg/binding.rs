@@ -289,7 +289,7 @@ impl Binding {
         let local = &*reg.local_addr;
         // Room for the request with its credentials, so the buffer is never regrown.
         let capacity = 512 + credentials.len();
-        let mut p = Printer::request_with_capacity(Method::Register.as_str(), uri, capacity);
+        let mut p = Printer::request_clean(Method::Register.as_str(), uri, capacity);
         v.push_str("SIP/2.0/");
         v.push_str(upstream.transport.via_token());
         v.push(' ');
