@@ -242,11 +242,14 @@ impl Printer {
         if let Some(ct) = content_type {
             self.header(&HeaderName::ContentType, ct);
         }
+        // Digits are a clean value; most messages have no body.
         let mut digits = [0; 20];
-        self.header(
-            &HeaderName::ContentLength,
-            decimal(&mut digits, body.len() as u64),
-        );
+        let length = if body.is_empty() {
+            "0"
+        } else {
+            decimal(&mut digits, body.len() as u64)
+        };
+        self.header_clean(&HeaderName::ContentLength, length);
         self.out.put_slice(b"\r\n");
         let head_len = self.out.len();
         self.out.put_slice(body);
