@@ -241,7 +241,7 @@ impl AlgorithmParam {
 pub(crate) struct ResponseInput<'a> {
     pub algorithm: Algorithm,
     /// HA1 of the base hash, `H(username ":" realm ":" password)`, lowercase hex.
-    pub ha1: &'a str,
+    pub ha1: &'a [u8],
     /// The hash family `ha1` was computed with.
     pub ha1_family: HashFamily,
     pub nonce: &'a str,
@@ -253,7 +253,7 @@ pub(crate) struct ResponseInput<'a> {
     /// case-insensitive, so a peer may send `AUTH`); `None` means `qop.as_str()`.
     pub qop_text: Option<&'a str>,
     /// Eight lowercase hex digits, present with qop.
-    pub nc: &'a str,
+    pub nc: &'a [u8],
     pub cnonce: &'a str,
     /// Entity body, used by qop=auth-int only.
     pub body: &'a [u8],
@@ -294,17 +294,17 @@ pub(crate) fn response_digest_with_ha2(i: &ResponseInput<'_>, ha2: &HexDigest) -
     let h = algorithm.hash();
     let sess;
     let ha1 = if algorithm.is_sess() {
-        sess = h.hex_digest(&[ha1_hex.as_bytes(), i.nonce.as_bytes(), i.cnonce.as_bytes()]);
+        sess = h.hex_digest(&[ha1_hex, i.nonce.as_bytes(), i.cnonce.as_bytes()]);
         sess.as_bytes()
     } else {
-        ha1_hex.as_bytes()
+        ha1_hex
     };
     match &i.qop {
         None => h.hex_digest(&[ha1, i.nonce.as_bytes(), ha2.as_bytes()]),
         Some(q) => h.hex_digest(&[
             ha1,
             i.nonce.as_bytes(),
-            i.nc.as_bytes(),
+            i.nc,
             i.cnonce.as_bytes(),
             i.qop_text.unwrap_or(q.as_str()).as_bytes(),
             ha2.as_bytes(),

@@ -448,14 +448,14 @@ pub(crate) fn authorize(
         let nc_text = NonceCount(nc).hex();
         let input = ResponseInput {
             algorithm: s.algorithm,
-            ha1: ha1.as_str(),
+            ha1: ha1.as_bytes(),
             ha1_family: family,
             nonce: &s.nonce,
             method,
             uri,
             qop: s.qop,
             qop_text: None,
-            nc: nc_text.as_str(),
+            nc: nc_text.as_bytes(),
             cnonce: cnonce.unwrap_or(""),
             body: b"",
         };
