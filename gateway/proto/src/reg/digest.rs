@@ -97,11 +97,13 @@ fn space_at<'a>(block: &'a [u8], at: usize, domain: &'a str) -> Option<(Space<'a
     else {
         return None;
     };
+    // `encode` writes `&str`s, so the texts are UTF-8 and each starts on a character
+    // boundary: one check for all four, then a boundary check per field.
+    let text = std::str::from_utf8(text).ok()?;
     let mut fields = [""; 4];
     let mut from = 0;
     for (i, f) in fields.iter_mut().enumerate() {
-        // `encode` writes `&str`s, so each field is UTF-8.
-        *f = std::str::from_utf8(&text[from..from + len(i)]).ok()?;
+        *f = text.get(from..from + len(i))?;
         from += len(i);
     }
     let flags = h[H_FLAGS];
@@ -747,6 +749,14 @@ mod tests {
             n += 1;
         }
         assert_eq!((n, next_space(b, at)), (3, None));
+        // Non-ASCII texts decode as written; a block cut inside a character reads as
+        // ending before that space.
+        let list = vec![space(Www, "réalm ü", 2)];
+        let block = encode(&list, domain);
+        assert_eq!(&decode(&block, domain)[..], &list[..]);
+        let mut cut = block.as_deref().unwrap().to_vec();
+        cut[9..11].copy_from_slice(&2u16.to_le_bytes());
+        assert!(space_at(&cut, 0, domain).is_none());
         assert_eq!(encode(&[], domain), None);
         assert!(decode(&None, domain).is_empty());
     }
