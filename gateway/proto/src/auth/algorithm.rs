@@ -64,6 +64,7 @@ impl HashFamily {
 
 /// A digest in lowercase hex, on the stack (at most 32 bytes of output, so 64 digits). It
 /// may be an HA1, which is password-equivalent, so it is wiped when dropped.
+#[derive(Clone)]
 pub(crate) struct HexDigest {
     buf: [u8; 64],
     len: u8,
@@ -240,7 +241,7 @@ impl AlgorithmParam {
 pub(crate) struct ResponseInput<'a> {
     pub algorithm: Algorithm,
     /// HA1 of the base hash, `H(username ":" realm ":" password)`, lowercase hex.
-    pub ha1: &'a str,
+    pub ha1: &'a [u8],
     /// The hash family `ha1` was computed with.
     pub ha1_family: HashFamily,
     pub nonce: &'a str,
@@ -252,7 +253,7 @@ pub(crate) struct ResponseInput<'a> {
     /// case-insensitive, so a peer may send `AUTH`); `None` means `qop.as_str()`.
     pub qop_text: Option<&'a str>,
     /// Eight lowercase hex digits, present with qop.
-    pub nc: &'a str,
+    pub nc: &'a [u8],
     pub cnonce: &'a str,
     /// Entity body, used by qop=auth-int only.
     pub body: &'a [u8],
@@ -270,29 +271,40 @@ pub(crate) fn compute_response(i: &ResponseInput<'_>) -> Option<Zeroizing<String
 /// The `response` formula of RFC 7616 §3.4.1, every intermediate on the stack. The caller
 /// has checked that `i.ha1` is of `i.algorithm`'s hash family.
 pub(crate) fn response_digest(i: &ResponseInput<'_>) -> HexDigest {
-    let algorithm = i.algorithm;
-    let ha1_hex = i.ha1;
-    let h = algorithm.hash();
-    let sess;
-    let ha1 = if algorithm.is_sess() {
-        sess = h.hex_digest(&[ha1_hex.as_bytes(), i.nonce.as_bytes(), i.cnonce.as_bytes()]);
-        sess.as_bytes()
-    } else {
-        ha1_hex.as_bytes()
-    };
-    let ha2 = match i.qop {
+    response_digest_with_ha2(i, &ha2(i))
+}
+
+/// HA2 of `i` (RFC 7616 §3.4.3): `H(method ":" uri)`, with `":" H(body)` for qop=auth-int.
+pub(crate) fn ha2(i: &ResponseInput<'_>) -> HexDigest {
+    let h = i.algorithm.hash();
+    match i.qop {
         Some(Qop::AuthInt) => {
             let body = h.hex_digest(&[i.body]);
             h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes(), body.as_bytes()])
         }
         _ => h.hex_digest(&[i.method.as_bytes(), i.uri.as_bytes()]),
+    }
+}
+
+/// [`response_digest`] given `ha2`, which must be [`ha2`] of `i` (a caller that answers many
+/// challenges for one method and URI computes it once: it holds nothing secret).
+pub(crate) fn response_digest_with_ha2(i: &ResponseInput<'_>, ha2: &HexDigest) -> HexDigest {
+    let algorithm = i.algorithm;
+    let ha1_hex = i.ha1;
+    let h = algorithm.hash();
+    let sess;
+    let ha1 = if algorithm.is_sess() {
+        sess = h.hex_digest(&[ha1_hex, i.nonce.as_bytes(), i.cnonce.as_bytes()]);
+        sess.as_bytes()
+    } else {
+        ha1_hex
     };
     match &i.qop {
         None => h.hex_digest(&[ha1, i.nonce.as_bytes(), ha2.as_bytes()]),
         Some(q) => h.hex_digest(&[
             ha1,
             i.nonce.as_bytes(),
-            i.nc.as_bytes(),
+            i.nc,
             i.cnonce.as_bytes(),
             i.qop_text.unwrap_or(q.as_str()).as_bytes(),
             ha2.as_bytes(),

@@ -346,14 +346,14 @@ impl Session {
         let nc_text = NonceCount(nc).to_string();
         let response = compute_response(&ResponseInput {
             algorithm: self.algorithm,
-            ha1: self.ha1.hex(),
+            ha1: self.ha1.hex().as_bytes(),
             ha1_family: self.ha1.family(),
             nonce: &self.challenge.nonce,
             method: request.method,
             uri: request.uri,
             qop: self.qop,
             qop_text: None,
-            nc: &nc_text,
+            nc: nc_text.as_bytes(),
             cnonce: cnonce.as_deref().unwrap_or(""),
             body: request.body,
         })

@@ -41,6 +41,11 @@ impl NonceCount {
 pub(crate) struct NcText([u8; 8]);
 
 impl NcText {
+    /// The digits as bytes (what the response hash takes), without a UTF-8 check.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         // Only ASCII hex digits were written.
         std::str::from_utf8(&self.0).unwrap_or("00000000")
@@ -150,14 +155,14 @@ impl Credentials {
         let nc = self.nc.map(|n| n.to_string()).unwrap_or_default();
         let r = compute_response(&ResponseInput {
             algorithm,
-            ha1: ha1.hex(),
+            ha1: ha1.hex().as_bytes(),
             ha1_family: ha1.family(),
             nonce: &self.nonce,
             method,
             uri: &self.uri,
             qop,
             qop_text: self.qop.as_deref(),
-            nc: &nc,
+            nc: nc.as_bytes(),
             cnonce: self.cnonce.as_deref().unwrap_or(""),
             body,
         })?;

@@ -106,6 +106,32 @@ impl Printer {
         }
     }
 
+    /// [`Self::request_with_capacity`] for a request line its caller assembled from
+    /// validated parts: a token method and a non-empty Request-URI with nothing to escape
+    /// (debug-asserted), copied whole. The registration engine's REGISTERs start this way.
+    pub(crate) fn request_clean(method: &str, uri: &str, capacity: usize) -> Printer {
+        debug_assert!(
+            !method.is_empty()
+                && method.bytes().all(is_token)
+                && !uri.is_empty()
+                && uri.bytes().all(|b| b > b' ' && b != 0x7f),
+            "request_clean given {method:?} {uri:?}"
+        );
+        let mut out = BytesMut::with_capacity(capacity);
+        out.put_slice(method.as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(uri.as_bytes());
+        out.put_slice(b" SIP/2.0\r\n");
+        Printer {
+            out,
+            start: StartLine::Request {
+                method: span(0, method.len()),
+                uri: span(method.len() + 1, uri.len()),
+            },
+            headers: SmallVec::new(),
+        }
+    }
+
     pub(crate) fn response(status: u16, reason: &str) -> Printer {
         let mut out = BytesMut::with_capacity(512);
         let status = status.clamp(100, 699);
@@ -216,11 +242,14 @@ impl Printer {
         if let Some(ct) = content_type {
             self.header(&HeaderName::ContentType, ct);
         }
+        // Digits are a clean value; most messages have no body.
         let mut digits = [0; 20];
-        self.header(
-            &HeaderName::ContentLength,
-            decimal(&mut digits, body.len() as u64),
-        );
+        let length = if body.is_empty() {
+            "0"
+        } else {
+            decimal(&mut digits, body.len() as u64)
+        };
+        self.header_clean(&HeaderName::ContentLength, length);
         self.out.put_slice(b"\r\n");
         let head_len = self.out.len();
         self.out.put_slice(body);
@@ -760,7 +789,7 @@ mod tests {
             ),
             (HeaderName::Expires, "0"),
         ];
-        let mut fast = Printer::request_with_capacity("REGISTER", "sip:b", 16);
+        let mut fast = Printer::request_clean("REGISTER", "sip:b", 16);
         let mut slow = Printer::request("REGISTER", "sip:b");
         for (name, value) in &lines {
             fast.header_clean(name, value);

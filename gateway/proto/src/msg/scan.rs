@@ -502,6 +502,9 @@ impl<'a, T> ListIter<'a, T> {
 impl<'a, T> Iterator for ListIter<'a, T> {
     type Item = Result<T, ValueError>;
 
+    // Inlined into each list accessor, whose `parse` it then calls directly: left to
+    // itself, the compiler's choice flips with unrelated changes elsewhere in the crate.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let s = skip_lws(self.rest.take()?);
         let (item, rest) = match (self.parse)(s) {

@@ -173,6 +173,8 @@ pub(crate) struct Scratch {
     line: String,
     uri: String,
     credentials: String,
+    /// Boxed: a hundred bytes the engine's other state need not carry inline.
+    ha2: Box<digest::Ha2Memo>,
 }
 
 impl Binding {
@@ -250,6 +252,7 @@ impl Binding {
             line: v,
             uri,
             credentials,
+            ha2,
         } = scratch;
         v.clear();
         uri.clear();
@@ -277,6 +280,7 @@ impl Binding {
                 self.strings.get(PASSWORD),
                 "REGISTER",
                 uri,
+                ha2,
                 credentials,
                 &mut ends,
             );
@@ -285,7 +289,7 @@ impl Binding {
         let local = &*reg.local_addr;
         // Room for the request with its credentials, so the buffer is never regrown.
         let capacity = 512 + credentials.len();
-        let mut p = Printer::request_with_capacity(Method::Register.as_str(), uri, capacity);
+        let mut p = Printer::request_clean(Method::Register.as_str(), uri, capacity);
         v.push_str("SIP/2.0/");
         v.push_str(upstream.transport.via_token());
         v.push(' ');
@@ -324,7 +328,10 @@ impl Binding {
             v.push_str(";lr>");
             p.header_clean(&HeaderName::Route, v);
         }
-        let contact = |v: &mut String, token: &str, expires: u32| {
+        // The expiry is printed twice (Contact, Expires): its digits are made once.
+        let mut digits = [0; 20];
+        let expires_text = decimal(&mut digits, u64::from(expires));
+        let contact = |v: &mut String, token: &str, expires: &str| {
             v.clear();
             v.push_str("<sip:");
             v.push_str(token);
@@ -333,18 +340,16 @@ impl Binding {
             v.push_str(";transport=");
             v.push_str(transport);
             v.push_str(">;expires=");
-            v.push_str(decimal(&mut [0; 20], u64::from(expires)));
+            v.push_str(expires);
         };
-        contact(v, self.token_in(id, &mut [0; 16]), expires);
+        contact(v, self.token_in(id, &mut [0; 16]), expires_text);
         p.header_clean(&HeaderName::Contact, v);
         let old = s.get(OLD_TOKEN);
         if !old.is_empty() {
-            contact(v, old, 0);
+            contact(v, old, "0");
             p.header_clean(&HeaderName::Contact, v);
         }
-        v.clear();
-        v.push_str(decimal(&mut [0; 20], u64::from(expires)));
-        p.header_clean(&HeaderName::Expires, v);
+        p.header_clean(&HeaderName::Expires, expires_text);
         let mut from = 0;
         for &(kind, end) in &ends {
             let name = match kind {

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
-use crate::auth::algorithm::{response_digest, HexDigest, ResponseInput};
+use crate::auth::algorithm::{ha2, response_digest_with_ha2, HashFamily, HexDigest, ResponseInput};
 use crate::auth::challenge::best_challenge;
 use crate::auth::client::MAX_STALE;
 use crate::auth::credentials::CredentialsRef;
@@ -97,11 +97,13 @@ fn space_at<'a>(block: &'a [u8], at: usize, domain: &'a str) -> Option<(Space<'a
     else {
         return None;
     };
+    // `encode` writes `&str`s, so the texts are UTF-8 and each starts on a character
+    // boundary: one check for all four, then a boundary check per field.
+    let text = std::str::from_utf8(text).ok()?;
     let mut fields = [""; 4];
     let mut from = 0;
     for (i, f) in fields.iter_mut().enumerate() {
-        // `encode` writes `&str`s, so each field is UTF-8.
-        *f = std::str::from_utf8(&text[from..from + len(i)]).ok()?;
+        *f = text.get(from..from + len(i))?;
         from += len(i);
     }
     let flags = h[H_FLAGS];
@@ -247,6 +249,47 @@ fn encode(spaces: &[Space<'_>], domain: &str) -> Auth {
     (!out.is_empty()).then(|| out.into_boxed_slice())
 }
 
+/// HA2 of the last request answered (RFC 7616 §3.4.3), kept by the engine for the next: it
+/// depends only on the hash family, method and URI (and the body, for qop=auth-int, which is
+/// never kept), so every REGISTER to one domain shares it. It holds nothing secret.
+#[derive(Default)]
+pub(crate) struct Ha2Memo {
+    /// The family `hex` was computed with, `None` when `hex` may not be reused.
+    family: Option<HashFamily>,
+    method: String,
+    uri: String,
+    hex: Option<HexDigest>,
+}
+
+impl std::fmt::Debug for Ha2Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ha2Memo")
+            .field("family", &self.family)
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ha2Memo {
+    /// [`ha2`] of `i`, computed only when the method, URI or hash family changed.
+    fn ha2(&mut self, i: &ResponseInput<'_>) -> &HexDigest {
+        let family = i.algorithm.hash();
+        let reusable = i.qop != Some(Qop::AuthInt);
+        let hit =
+            reusable && self.family == Some(family) && self.method == i.method && self.uri == i.uri;
+        if !hit || self.hex.is_none() {
+            self.family = reusable.then_some(family);
+            self.method.clear();
+            self.method.push_str(i.method);
+            self.uri.clear();
+            self.uri.push_str(i.uri);
+            self.hex = None;
+        }
+        self.hex.get_or_insert_with(|| ha2(i))
+    }
+}
+
 /// Why a challenge ends the registration attempt for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChallengeError {
@@ -363,6 +406,7 @@ pub(crate) fn authorize(
     password: &str,
     method: &str,
     uri: &str,
+    memo: &mut Ha2Memo,
     out: &mut String,
     ends: &mut SmallVec<[(ChallengeKind, usize); 2]>,
 ) {
@@ -404,19 +448,20 @@ pub(crate) fn authorize(
         let family = s.algorithm.hash();
         let ha1 = family.hex_digest(&[username.as_bytes(), realm.as_bytes(), password.as_bytes()]);
         let nc_text = NonceCount(nc).hex();
-        let response = response_digest(&ResponseInput {
+        let input = ResponseInput {
             algorithm: s.algorithm,
-            ha1: ha1.as_str(),
+            ha1: ha1.as_bytes(),
             ha1_family: family,
             nonce: &s.nonce,
             method,
             uri,
             qop: s.qop,
             qop_text: None,
-            nc: nc_text.as_str(),
+            nc: nc_text.as_bytes(),
             cnonce: cnonce.unwrap_or(""),
             body: b"",
-        });
+        };
+        let response = response_digest_with_ha2(&input, memo.ha2(&input));
         let hashed: HexDigest;
         let user = if s.userhash {
             hashed = family.hex_digest(&[username.as_bytes(), realm.as_bytes()]);
@@ -482,18 +527,34 @@ mod tests {
         user: &str,
         pw: &str,
     ) -> Vec<(ChallengeKind, String)> {
-        let mut text = String::new();
-        let mut ends = SmallVec::new();
-        authorize(
+        let memo = &mut Ha2Memo::default();
+        auth_with(
             spaces,
-            domain,
             rng,
+            domain,
             user,
             pw,
             "REGISTER",
             "sip:example.org",
-            &mut text,
-            &mut ends,
+            memo,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn auth_with(
+        spaces: &mut Auth,
+        rng: &mut CoreRng,
+        domain: &str,
+        user: &str,
+        pw: &str,
+        method: &str,
+        uri: &str,
+        memo: &mut Ha2Memo,
+    ) -> Vec<(ChallengeKind, String)> {
+        let mut text = String::new();
+        let mut ends = SmallVec::new();
+        authorize(
+            spaces, domain, rng, user, pw, method, uri, memo, &mut text, &mut ends,
         );
         let mut from = 0;
         ends.iter()
@@ -554,6 +615,54 @@ mod tests {
                             handle_success(&mut s);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// A kept HA2 gives what a fresh computation gives, whatever changes from one request
+    /// to the next (algorithm, qop including auth-int, method, URI).
+    #[test]
+    fn kept_ha2_matches_a_fresh_one() {
+        let mut kept = Ha2Memo::default();
+        let (mut rng_kept, mut rng_fresh) = (CoreRng::from_seed(5), CoreRng::from_seed(5));
+        let mut round = 0;
+        for algorithm in Algorithm::ALL {
+            for qop in [
+                "",
+                ", qop=auth",
+                ", qop=auth-int",
+                ", qop=\"auth-int,auth\"",
+            ] {
+                for (method, uri) in [
+                    ("REGISTER", "sip:example.org"),
+                    ("REGISTER", "sip:example.org"),
+                    ("REGISTER", "sip:example.net"),
+                    ("OPTIONS", "sip:example.net"),
+                    ("REGISTER", "sip:example.org"),
+                ] {
+                    round += 1;
+                    let ch = format!(
+                        "Digest realm=\"r\", nonce=\"n{round}\", algorithm={}{qop}",
+                        algorithm.name()
+                    );
+                    let (mut a, mut b): (Auth, Auth) = (None, None);
+                    handle_challenge(&mut a, "r", Www, [ch.as_str()]).unwrap();
+                    handle_challenge(&mut b, "r", Www, [ch.as_str()]).unwrap();
+                    let with_kept = auth_with(
+                        &mut a,
+                        &mut rng_kept,
+                        "r",
+                        "al",
+                        "pw",
+                        method,
+                        uri,
+                        &mut kept,
+                    );
+                    let fresh = &mut Ha2Memo::default();
+                    let with_fresh =
+                        auth_with(&mut b, &mut rng_fresh, "r", "al", "pw", method, uri, fresh);
+                    assert_eq!(with_kept, with_fresh, "{ch} {method} {uri}");
                 }
             }
         }
@@ -640,6 +749,14 @@ mod tests {
             n += 1;
         }
         assert_eq!((n, next_space(b, at)), (3, None));
+        // Non-ASCII texts decode as written; a block cut inside a character reads as
+        // ending before that space.
+        let list = vec![space(Www, "réalm ü", 2)];
+        let block = encode(&list, domain);
+        assert_eq!(&decode(&block, domain)[..], &list[..]);
+        let mut cut = block.as_deref().unwrap().to_vec();
+        cut[9..11].copy_from_slice(&2u16.to_le_bytes());
+        assert!(space_at(&cut, 0, domain).is_none());
         assert_eq!(encode(&[], domain), None);
         assert!(decode(&None, domain).is_empty());
     }
