@@ -112,9 +112,15 @@ impl CoreDriver {
         // steady stream of inbound messages never starves the timers.
         let mut last_timeout = Instant::now();
         loop {
-            let deadline = self
+            let mut deadline = self
                 .poll_timeout()
                 .map(|d| d.max(last_timeout + TIMER_QUANTUM));
+            // A socket still parked here is one whose re-arm failed: poll it on the quantum.
+            // (Otherwise the deadline is within the quantum already, see the end of the loop.)
+            if udp.as_ref().is_some_and(UdpReceiver::has_parked) {
+                let poll_at = Instant::now() + TIMER_QUANTUM;
+                deadline = Some(deadline.map_or(poll_at, |d| d.min(poll_at)));
+            }
             if deadline != armed {
                 if let Some(d) = deadline {
                     sleep.as_mut().reset(d.into());
@@ -179,7 +185,8 @@ impl CoreDriver {
                 _ = timer => {}
             }
             let now = Instant::now();
-            // Parked UDP sockets (drained, interest disarmed) are read on every other wake.
+            // Parked UDP sockets (drained, interest disarmed) are read on any wake that did
+            // not read UDP already.
             if let Some(rx) = udp.as_mut().filter(|rx| !read_udp && rx.has_parked()) {
                 rx.read_parked(INBOUND_BATCH, |item| self.handle_inbound(now, item));
             }

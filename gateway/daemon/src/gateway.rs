@@ -31,7 +31,7 @@ use crate::crypto::{KeyError, SecretBox};
 use crate::driver::CoreDriver;
 use crate::regdriver::{RegDriver, StaticUpstream, Upstreams};
 use crate::resolve::{ResolvingUpstreams, UpstreamResolver, UpstreamResolverConfig};
-use crate::store::{BatchConfig, Store, StoreError, WriteBatcher, LOAD_PAGE};
+use crate::store::{BatchConfig, Store, StoreError, WriteBatcher};
 use crate::tls::{TlsContext, TlsSetupError};
 use crate::transport::{Lifecycle, Transports};
 
@@ -302,11 +302,8 @@ async fn prepare_api(config: &Config, transports: &Transports) -> Result<Prepare
     let table = Arc::new(BindingTable::new());
     let (registrar, commands) = ChannelRegistrar::new();
     let mut restored = 0usize;
-    let mut after: Option<String> = None;
-    loop {
-        // Page by page: a page's records are dropped before the next is read.
-        let page = store.load_page(after.as_deref(), LOAD_PAGE).await?;
-        let done = page.len() < LOAD_PAGE;
+    // Page by page: a page's records are dropped before the next is read.
+    crate::store::for_each_page(&*store, |page| {
         for record in &page {
             match Binding::from_record(record) {
                 Ok(b) => {
@@ -319,11 +316,8 @@ async fn prepare_api(config: &Config, transports: &Transports) -> Result<Prepare
                 Err(error) => warn!(%error, "stored device skipped"),
             }
         }
-        match page.last() {
-            Some(last) if !done => after = Some(last.device_id.clone()),
-            _ => break,
-        }
-    }
+    })
+    .await?;
     // Installs the metrics recorder, which the engine's counters need.
     let state = ApiState::new(
         table.clone(),

@@ -179,25 +179,39 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         after: Option<&'a str>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<DeviceRecord>>;
-    /// Every device in `device_id` order, through [`Self::load_page`].
+    /// Every device in `device_id` order, through [`for_each_page`].
     fn load_all(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {
         Box::pin(async move {
             let mut all = Vec::new();
-            loop {
-                let after = all.last().map(|r: &DeviceRecord| r.device_id.clone());
-                let page = self.load_page(after.as_deref(), LOAD_PAGE).await?;
-                let done = page.len() < LOAD_PAGE;
-                all.extend(page);
-                if done {
-                    return Ok(all);
-                }
-            }
+            for_each_page(self, |page| all.extend(page)).await?;
+            Ok(all)
         })
     }
     /// Number of devices.
     fn count(&self) -> StoreFuture<'_, u64>;
     /// Closes the connections gracefully.
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// Hands `each` every stored device, a page of up to [`LOAD_PAGE`] at a time in `device_id`
+/// order ([`Store::load_page`] from where the previous page ended).
+pub async fn for_each_page<S: Store + ?Sized>(
+    store: &S,
+    mut each: impl FnMut(Vec<DeviceRecord>),
+) -> Result<(), StoreError> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.load_page(after.as_deref(), LOAD_PAGE).await?;
+        let next = match page.last() {
+            Some(last) if page.len() >= LOAD_PAGE => Some(last.device_id.clone()),
+            _ => None,
+        };
+        each(page);
+        match next {
+            Some(id) => after = Some(id),
+            None => return Ok(()),
+        }
+    }
 }
 
 /// Opens the configured store: PostgreSQL when `url` is a `postgres://` URL, otherwise

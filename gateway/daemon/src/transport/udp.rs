@@ -137,7 +137,7 @@ impl UdpReceiver {
 
     /// Re-arms the interest of every parked socket; one holding datagrams already makes
     /// [`Self::poll_ready`] ready at once. A socket that cannot be re-armed stays parked
-    /// (logged), so the driver keeps reading it on its quantum.
+    /// (logged): [`Self::has_parked`] stays true, and the driver polls it on its quantum.
     pub fn rearm(&mut self) {
         for i in 0..self.socks.len() {
             if self.state[i] == State::Parked {
