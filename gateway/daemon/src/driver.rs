@@ -9,7 +9,7 @@
 //! the transports. The driver reads the clock; the cores never do. It never awaits anything
 //! but its inputs: sends are non-blocking queue operations.
 //!
-//! Under load the loop wakes about once per [`TIMER_QUANTUM`]: a UDP socket read until empty
+//! Under load the loop wakes about once per `TIMER_QUANTUM`: a UDP socket read until empty
 //! is parked (its interest disarmed, see [`crate::transport::UdpReceiver`]) while the next
 //! deadline is within a quantum, and read on that wake; otherwise it is re-armed before the
 //! driver sleeps, so an idle gateway still answers a datagram at once.

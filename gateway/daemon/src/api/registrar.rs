@@ -83,12 +83,10 @@ fn instant_to_unix_ms(at: Instant, now: Instant, now_ms: u64) -> u64 {
     }
 }
 
-/// What [`apply_event`] changed: the binding's status before and after, and the wall clock
-/// it used.
+/// What [`apply_event`] replaced: the binding's previous status, and the wall clock it used.
 #[derive(Debug, Clone, Copy)]
 pub struct Applied {
     pub before: Status,
-    pub after: Status,
     pub now_ms: u64,
 }
 
@@ -163,11 +161,7 @@ pub fn apply_event(
     let binding = table.by_token(ContactToken(id.0))?;
     let before = binding.status();
     binding.set_status(status);
-    let applied = Applied {
-        before,
-        after: status,
-        now_ms,
-    };
+    let applied = Applied { before, now_ms };
     // The store keeps only state and status: a refresh that changes neither (the common
     // case, a million times an hour) costs no write.
     if before.state == status.state && before.last_status == status.last_status {

@@ -395,7 +395,7 @@ macro_rules! load_page_sqlite {
 const LOAD_PAGE_SQLITE_FIRST: &str = load_page_sqlite!("", "$1");
 const LOAD_PAGE_SQLITE_AFTER: &str = load_page_sqlite!("WHERE device_id > $1", "$2");
 
-/// A row of [`LOAD_PAGE_SQLITE`]: the columns of [`DeviceRecord`] in order, blobs in hex.
+/// A row of [`LOAD_PAGE_SQLITE_FIRST`] / [`LOAD_PAGE_SQLITE_AFTER`]: the columns of [`DeviceRecord`] in order, blobs in hex.
 #[derive(serde::Deserialize)]
 struct PackedRow(
     String,

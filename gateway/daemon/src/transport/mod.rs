@@ -1,11 +1,12 @@
 //! SIP transports: UDP sockets and TCP/TLS connections, feeding one core-driver task.
 //!
 //! Data flow: the core driver reads the UDP sockets itself through the one [`UdpReceiver`]
-//! that [`Transports::bind`] returns, so a datagram is handled in the turn that reads it. Every TCP/TLS connection task frames what it reads (with
-//! `vigil_proto::framing`) and sends [`Inbound`] items into one bounded channel read by the
-//! same driver. The driver answers with
-//! [`Transports::send`], which never blocks: UDP goes straight to the non-blocking socket, TCP/TLS into the bounded write queue of the connection found in the
-//! connection table (dialling a new connection if none exists).
+//! that [`Transports::bind`] returns, so a datagram is handled in the turn that reads it.
+//! Every TCP/TLS connection task frames what it reads (with `vigil_proto::framing`) and sends
+//! [`Inbound`] items into one bounded channel read by the same driver. The driver answers
+//! with [`Transports::send`], which never blocks: UDP goes straight to the non-blocking
+//! socket, TCP/TLS into the bounded write queue of the connection found in the connection
+//! table (dialling a new connection if none exists).
 //!
 //! Bounds: UDP reads at most a batch per driver turn and leaves the rest in the kernel's
 //! socket buffer (which drops when full); one channel from the streams to the driver (a
