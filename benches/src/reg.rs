@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vigil_proto::auth::Password;
-use vigil_proto::msg::{HeaderName, Message, ResponseBuilder};
+use vigil_proto::framing::{check_datagram, DatagramKind};
+use vigil_proto::msg::{HeaderName, Message};
 use vigil_proto::reg::{BindingConfig, BindingId, RegConfig, RegEvent, Registrations};
 use vigil_proto::rng::CoreRng;
 use vigil_proto::txn::{Peer, Transport};
@@ -23,7 +24,7 @@ const RATE: u32 = 2_000;
 
 /// A challenge as Kamailio's `auth` module sends it (qop=auth, MD5).
 const CHALLENGE: &str = "Digest realm=\"vigil.test\", \
-    nonce=\"Z0b7mWdG+m0d6B0Qo3l7Xn7bJ1F0cJgH\", qop=\"auth\", algorithm=MD5";
+    nonce=\"Z0b7mWdG+m0d6B0Qo3l7Xn7bJ1F0cJgH\", qop=\"auth\"";
 
 /// An engine with `n` bindings waiting under the pace, and a registrar that challenges the
 /// first REGISTER of each binding and accepts the second.
@@ -105,7 +106,11 @@ impl RegCycle {
     /// A response arrives: parse it, hand it to the engine, take what it sends in return.
     #[inline(never)]
     pub fn engine_receive(&mut self, bytes: Bytes) -> Vec<Bytes> {
-        let msg = Message::parse(bytes).expect("response parses");
+        // The UDP transport's framing check, then the parse, as the daemon runs them.
+        let DatagramKind::Message(range) = check_datagram(&bytes) else {
+            panic!("the registrar's answer frames");
+        };
+        let msg = Message::parse(bytes.slice(range)).expect("response parses");
         self.engine.handle_incoming(self.now, msg, self.upstream);
         self.drain()
     }
@@ -125,21 +130,38 @@ impl RegCycle {
 }
 
 /// The registrar: 401 with [`CHALLENGE`] to a REGISTER without credentials, else 200 with
-/// the Contact and its expiry.
+/// the Contact and its expiry. The responses are Kamailio's (5.6, `auth` + `registrar`) to
+/// the byte: its header order, `rport` and `received` on the Via, a To tag, a `Server`
+/// header, so the engine parses what it parses in production.
 #[inline(never)]
 fn registrar(request: &Bytes) -> Bytes {
     let req = Message::parse(request.clone()).expect("REGISTER parses");
-    let response = if req.header(HeaderName::Authorization).is_none() {
-        ResponseBuilder::for_request(&req, 401, Some("r401"))
-            .header(HeaderName::WwwAuthenticate, CHALLENGE)
-            .build()
+    let h = |name| req.header(name).expect("REGISTER header");
+    let via = h(HeaderName::Via);
+    let (status, to_tag, extra) = if req.header(HeaderName::Authorization).is_none() {
+        (
+            "401 Unauthorized",
+            "b9dcc20e5ffba37e2b03af6a7ee57ad3.796f7582",
+            format!("WWW-Authenticate: {CHALLENGE}\r\n"),
+        )
     } else {
-        let contact = req.header(HeaderName::Contact).expect("contact").to_owned();
-        ResponseBuilder::for_request(&req, 200, Some("r200"))
-            .header(HeaderName::Contact, &contact)
-            .build()
+        (
+            "200 OK",
+            "b9dcc20e5ffba37e2b03af6a7ee57ad3.c04c7582",
+            format!("Contact: {}\r\n", h(HeaderName::Contact)),
+        )
     };
-    response.as_bytes().clone()
+    format!(
+        "SIP/2.0 {status}\r\nVia: {via}=5060;received=192.0.2.1\r\nFrom: {}\r\nTo: {};tag={to_tag}\r\n\
+         Call-ID: {}\r\nCSeq: {}\r\n{extra}Server: kamailio (5.6.3 (x86_64/linux))\r\n\
+         Content-Length: 0\r\n\r\n",
+        h(HeaderName::From),
+        h(HeaderName::To),
+        h(HeaderName::CallId),
+        h(HeaderName::CSeq),
+    )
+    .into_bytes()
+    .into()
 }
 
 #[cfg(test)]
