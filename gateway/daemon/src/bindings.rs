@@ -8,7 +8,7 @@
 //! place, so an engine event never copies an entry. Secrets stay sealed in memory too; they
 //! are opened only to build a REGISTER or a push, or to check credentials.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use crate::store::DeviceRecord;
@@ -292,7 +292,9 @@ pub struct Binding {
     pub body_hash: [u8; 16],
     /// Preferred expiry, seconds.
     pub expires: u32,
-    /// state (8 bits) | last status (16 bits) << 8 | granted expiry (32 bits) << 24.
+    /// state (8 bits) | last status (16 bits) << 8 | granted expiry (32 bits) << 24 |
+    /// reason (6 bits) << 56 | [`RETIRED`] | [`LIVE`] (bit 63: the entry is a table's
+    /// current binding and counted in its per-state counts).
     status: AtomicU64,
     next_at_ms: AtomicU64,
     last_put_ms: AtomicU64,
@@ -467,7 +469,8 @@ impl Binding {
         let mut r = self.to_record();
         r.push_enc = push_enc;
         let b = Self::from_record(&r)?;
-        b.set_status(self.status());
+        // Not in a table yet: no count moves.
+        b.swap_status(self.status());
         Ok(b)
     }
 
@@ -484,10 +487,44 @@ impl Binding {
         s
     }
 
-    /// Records a new registration status.
-    pub fn set_status(&self, s: Status) {
+    /// Records a new registration status, keeping the [`LIVE`] bit; returns the state it
+    /// replaced if the entry is live (its table must move its count). Entries in a table
+    /// change status through [`BindingTable::set_status`], which does that.
+    fn swap_status(&self, s: Status) -> Option<DeviceState> {
         self.next_at_ms.store(s.next_at_ms, Ordering::Release);
-        self.status.store(pack(s), Ordering::Release);
+        let new = pack(s);
+        let old = self
+            .status
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                Some(new | (old & (LIVE | RETIRED)))
+            })
+            // The closure always returns `Some`.
+            .unwrap_or_else(|old| old);
+        (old & LIVE != 0).then(|| unpack(old).state)
+    }
+
+    /// Marks the entry live; returns its state if it was neither live nor retired before.
+    fn enter(&self) -> Option<DeviceState> {
+        let old = self
+            .status
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                (old & (LIVE | RETIRED) == 0).then_some(old | LIVE)
+            })
+            .ok()?;
+        Some(unpack(old).state)
+    }
+
+    /// Marks the entry retired (not live, and never again); returns its state if it was
+    /// live before.
+    fn leave(&self) -> Option<DeviceState> {
+        let old = self
+            .status
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                Some(old & !LIVE | RETIRED)
+            })
+            // The closure always returns `Some`.
+            .unwrap_or_else(|old| old);
+        (old & LIVE != 0).then(|| unpack(old).state)
     }
 
     /// Last PUT, Unix milliseconds.
@@ -507,11 +544,22 @@ impl Binding {
     }
 }
 
+/// The status word's bit for "counted in a table's per-state counts" (see
+/// [`BindingTable::count_by_state`]).
+const LIVE: u64 = 1 << 63;
+
+/// The status word's bit for "was in a table and left it": such a binding is never counted
+/// again (see [`BindingTable::count_by_state`]).
+const RETIRED: u64 = 1 << 62;
+
+// The reason has 6 bits below `RETIRED`.
+const _: () = assert!(Reason::ALL.len() <= 0x40);
+
 fn pack(s: Status) -> u64 {
     u64::from(s.state as u8)
         | u64::from(s.last_status) << 8
         | u64::from(s.granted_expires) << 24
-        | u64::from(s.reason as u8) << 56
+        | u64::from(s.reason as u8 & 0x3f) << 56
 }
 
 fn unpack(v: u64) -> Status {
@@ -521,7 +569,7 @@ fn unpack(v: u64) -> Status {
         granted_expires: ((v >> 24) & 0xffff_ffff) as u32,
         next_at_ms: 0,
         reason: Reason::ALL
-            .get((v >> 56) as usize)
+            .get(((v >> 56) & 0x3f) as usize)
             .copied()
             .unwrap_or(Reason::None),
     }
@@ -557,10 +605,24 @@ impl Eq for DeviceKey {}
 ///
 /// Each papaya entry is its own heap block (key and value); keys are the binding (by device)
 /// and the token (by token), so neither map copies the device id.
+///
+/// The per-state counts for `/metrics` are kept as bindings enter and leave the table and
+/// change state, so a scrape reads five numbers instead of walking a million entries.
+/// Invariant: `counts[s]` is the number of bindings whose status word has [`LIVE`] set and
+/// state `s`, once the operations in flight have finished; every change to either goes
+/// through one atomic operation on the word ([`Binding::enter`], [`Binding::leave`],
+/// [`Binding::swap_status`]) followed by the matching count changes. A binding is marked
+/// live before it can be found in `by_device` and unmarked after it can no longer be, so
+/// the live bindings are the entries, and a status the engine writes to a binding that a
+/// PUT or DELETE has just taken out of the table moves no count. That needs each binding
+/// to enter a table at most once (every caller inserts a binding it has just built): one
+/// that left is retired and never counted again, and one inserted twice concurrently with
+/// a replacement could otherwise be unmarked while still an entry.
 #[derive(Default)]
 pub struct BindingTable {
     by_device: papaya::HashMap<DeviceKey, Arc<Binding>>,
     by_token: papaya::HashMap<u64, Arc<Binding>>,
+    counts: [AtomicI64; DeviceState::ALL.len()],
 }
 
 impl std::fmt::Debug for BindingTable {
@@ -577,10 +639,13 @@ impl BindingTable {
         Self::default()
     }
 
-    /// Inserts or replaces the device's binding; returns the previous one.
+    /// Inserts or replaces the device's binding; returns the previous one. `binding` must
+    /// be new to the table (see the type's invariant).
     pub fn insert(&self, binding: Arc<Binding>) -> Option<Arc<Binding>> {
         let by_device = self.by_device.pin();
         let by_token = self.by_token.pin();
+        let entered = self.enter(&binding);
+        debug_assert!(entered, "a binding enters a table once");
         by_token.insert(binding.token.0, binding.clone());
         let old = by_device
             .insert(DeviceKey(binding.clone()), binding.clone())
@@ -589,12 +654,16 @@ impl BindingTable {
             if old.token != binding.token {
                 by_token.remove(&old.token.0);
             }
+            if !Arc::ptr_eq(old, &binding) {
+                self.leave(old);
+            }
         }
         old
     }
 
     /// Inserts the device's binding only if the device id is not in the table yet.
     pub fn insert_new(&self, binding: Arc<Binding>) -> bool {
+        let entered = self.enter(&binding);
         let fresh = self
             .by_device
             .pin()
@@ -602,8 +671,41 @@ impl BindingTable {
             .is_ok();
         if fresh {
             self.by_token.pin().insert(binding.token.0, binding);
+        } else if entered {
+            self.leave(&binding);
         }
         fresh
+    }
+
+    /// Records a binding's new registration status, moving the per-state counts if the
+    /// binding is this table's current entry.
+    pub fn set_status(&self, binding: &Binding, status: Status) {
+        if let Some(old) = binding.swap_status(status) {
+            self.moved(Some(old), Some(status.state));
+        }
+    }
+
+    /// Marks `binding` live and counts it; returns whether it was not live before.
+    fn enter(&self, binding: &Binding) -> bool {
+        let state = binding.enter();
+        self.moved(None, state);
+        state.is_some()
+    }
+
+    fn leave(&self, binding: &Binding) {
+        self.moved(binding.leave(), None);
+    }
+
+    fn moved(&self, from: Option<DeviceState>, to: Option<DeviceState>) {
+        if from == to {
+            return;
+        }
+        if let Some(from) = from {
+            self.counts[from as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(to) = to {
+            self.counts[to as usize].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The binding of a device.
@@ -624,6 +726,7 @@ impl BindingTable {
             return false;
         }
         let by_device = self.by_device.pin();
+        let entered = self.enter(&new);
         let swapped = matches!(
             by_device.compute(DeviceKey(new.clone()), |entry| match entry {
                 Some((_, cur)) if Arc::ptr_eq(cur, current) =>
@@ -635,8 +738,11 @@ impl BindingTable {
         if swapped {
             // A status the engine wrote to the old entry while the new one was built; the
             // engine finds the entry by token, so it writes to the new one from here on.
-            new.set_status(current.status());
+            self.leave(current);
+            self.set_status(&new, current.status());
             self.by_token.pin().insert(new.token.0, new.clone());
+        } else if entered {
+            self.leave(&new);
         }
         swapped
     }
@@ -662,6 +768,7 @@ impl BindingTable {
         let old = self.by_device.pin().remove(device_id).cloned();
         if let Some(old) = &old {
             self.by_token.pin().remove(&old.token.0);
+            self.leave(old);
         }
         old
     }
@@ -686,13 +793,13 @@ impl BindingTable {
             .collect()
     }
 
-    /// Bindings per state, indexed like [`DeviceState::ALL`] (for `/metrics`).
+    /// Bindings per state, indexed like [`DeviceState::ALL`] (for `/metrics`): the kept
+    /// counts, exact whenever no insert, removal or status change is in flight (one in
+    /// flight can be seen half done: one count already moved, the other not yet).
     pub fn count_by_state(&self) -> [usize; 5] {
-        let mut counts = [0; 5];
-        for b in self.by_device.pin().values() {
-            counts[b.status().state as usize] += 1;
-        }
-        counts
+        self.counts
+            .each_ref()
+            .map(|c| usize::try_from(c.load(Ordering::Relaxed)).unwrap_or(0))
     }
 }
 
@@ -777,13 +884,16 @@ mod tests {
         assert!(t.by_token(a.token).is_none(), "old token is forgotten");
         assert!(t.by_token(a2.token).is_some());
         assert_eq!(t.len(), 1);
-        a2.set_status(Status {
-            state: DeviceState::Retrying,
-            last_status: 503,
-            granted_expires: 0,
-            next_at_ms: 99,
-            reason: Reason::Status,
-        });
+        t.set_status(
+            &a2,
+            Status {
+                state: DeviceState::Retrying,
+                last_status: 503,
+                granted_expires: 0,
+                next_at_ms: 99,
+                reason: Reason::Status,
+            },
+        );
         assert_eq!(t.get("a").unwrap().status().reason, Reason::Status);
         assert_eq!(t.get("a").unwrap().status().last_status, 503);
         assert_eq!(t.count_by_state()[DeviceState::Retrying as usize], 1);
@@ -792,5 +902,117 @@ mod tests {
         assert!(t.remove("a").is_some());
         assert!(t.by_token(a2.token).is_none());
         assert!(t.is_empty());
+    }
+
+    fn status_in(state: DeviceState) -> Status {
+        Status {
+            state,
+            last_status: 200,
+            granted_expires: 600,
+            next_at_ms: 5,
+            reason: Reason::UpstreamNotFound,
+        }
+    }
+
+    /// What `count_by_state` kept, counted the slow way.
+    fn walked(t: &BindingTable) -> [usize; 5] {
+        let mut counts = [0; 5];
+        for b in t.by_device.pin().values() {
+            counts[b.status().state as usize] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_status_written_to_a_binding_no_longer_in_the_table_moves_no_count() {
+        let t = BindingTable::new();
+        let a = Arc::new(Binding::from_record(&record("a")).unwrap());
+        t.insert(a.clone());
+        assert_eq!(t.count_by_state()[DeviceState::Registered as usize], 1);
+        t.set_status(&a, status_in(DeviceState::Failed));
+        assert_eq!(t.count_by_state(), [0, 0, 0, 1, 0]);
+        // A PUT replaced it: the engine's late write to the old entry counts for nothing.
+        let a2 = Arc::new(Binding::from_record(&record("a")).unwrap());
+        t.insert(a2.clone());
+        t.set_status(&a, status_in(DeviceState::Retrying));
+        assert_eq!(t.count_by_state(), walked(&t));
+        assert_eq!(t.count_by_state()[DeviceState::Registered as usize], 1);
+        assert_eq!(t.count_by_state(), [0, 1, 0, 0, 0]);
+        // A dead token dropped: the replacement carries the state, the old one leaves.
+        t.set_status(&a2, status_in(DeviceState::Retrying));
+        let a3 = Arc::new(a2.with_push_sealed(Vec::new()).unwrap());
+        assert!(t.replace_if_current(&a2, a3.clone()));
+        assert_eq!(t.count_by_state(), [0, 0, 1, 0, 0]);
+        assert_eq!(a3.status().state, DeviceState::Retrying);
+        t.set_status(&a2, status_in(DeviceState::Failed));
+        assert_eq!(t.count_by_state(), [0, 0, 1, 0, 0]);
+        // DELETE, then the engine's last event.
+        t.remove("a");
+        t.set_status(&a3, status_in(DeviceState::Registered));
+        assert_eq!(t.count_by_state(), [0; 5]);
+        // The live bit never shows in the status.
+        assert_eq!(
+            a3.status(),
+            Status {
+                next_at_ms: 5,
+                ..status_in(DeviceState::Registered)
+            }
+        );
+    }
+
+    #[test]
+    fn kept_counts_match_a_walk_after_concurrent_changes() {
+        let t = BindingTable::new();
+        // Few devices, so that the threads' operations on the same device overlap. Every
+        // insert takes a binding never inserted before (as the gateway's callers do), built
+        // ahead so that the loop is all table operations.
+        const DEVICES: u64 = 4;
+        const OPS: usize = 20_000;
+        std::thread::scope(|s| {
+            for w in 0..4u64 {
+                let t = &t;
+                s.spawn(move || {
+                    let records: Vec<DeviceRecord> =
+                        (0..DEVICES).map(|d| record(&format!("d{d}"))).collect();
+                    let mut fresh: Vec<Arc<Binding>> = (0..OPS)
+                        .map(|i| Arc::new(Binding::from_record(&records[i % 4]).unwrap()))
+                        .collect();
+                    let mut x = 0x9e37_79b9_7f4a_7c15 ^ (w + 1);
+                    for _ in 0..OPS {
+                        // xorshift64
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let Some(mine) = fresh.pop() else { break };
+                        let id = mine.device_id().to_owned();
+                        let state = DeviceState::ALL[(x >> 8) as usize % 5];
+                        match (x >> 16) % 6 {
+                            0 => {
+                                t.insert(mine);
+                            }
+                            1 => {
+                                t.insert_new(mine);
+                            }
+                            2 => {
+                                t.remove(&id);
+                            }
+                            3 => {
+                                if let Some(b) = t.get(&id) {
+                                    let new = Arc::new(b.with_push_sealed(Vec::new()).unwrap());
+                                    t.replace_if_current(&b, new);
+                                }
+                            }
+                            _ => {
+                                if let Some(b) = t.get(&id) {
+                                    t.set_status(&b, status_in(state));
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(t.count_by_state(), walked(&t));
+        assert_eq!(t.count_by_state().iter().sum::<usize>(), t.len());
     }
 }

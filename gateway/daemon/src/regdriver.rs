@@ -576,13 +576,16 @@ impl RegDriver {
     fn unresolved(&self, now: Instant, b: &Binding, retry_at: Instant) {
         self.meters.failed("dns", false);
         let in_ms = retry_at.saturating_duration_since(now).as_millis() as u64;
-        b.set_status(Status {
-            state: DeviceState::Retrying,
-            last_status: 0,
-            granted_expires: 0,
-            next_at_ms: unix_ms_now() + in_ms,
-            reason: Reason::UpstreamNotFound,
-        });
+        self.table.set_status(
+            b,
+            Status {
+                state: DeviceState::Retrying,
+                last_status: 0,
+                granted_expires: 0,
+                next_at_ms: unix_ms_now() + in_ms,
+                reason: Reason::UpstreamNotFound,
+            },
+        );
         let op = WriteOp::SetState {
             device_id: b.device_id().to_owned(),
             state: DeviceState::Retrying.as_str(),
@@ -627,13 +630,16 @@ impl RegDriver {
             Refusal::Pending(_) | Refusal::Unresolved { .. } => Reason::UpstreamNotFound,
         };
         self.meters.failed("local", true);
-        b.set_status(Status {
-            state: DeviceState::Failed,
-            last_status: 0,
-            granted_expires: 0,
-            next_at_ms: 0,
-            reason,
-        });
+        self.table.set_status(
+            b,
+            Status {
+                state: DeviceState::Failed,
+                last_status: 0,
+                granted_expires: 0,
+                next_at_ms: 0,
+                reason,
+            },
+        );
         let op = WriteOp::SetState {
             device_id: b.device_id().to_owned(),
             state: DeviceState::Failed.as_str(),

@@ -168,8 +168,7 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn render_metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
-    // Counted on scrape: one pass over the table costs less than keeping gauges exact on
-    // every event.
+    // The table keeps the counts as bindings come, go and change state; a scrape reads them.
     let counts = st.table.count_by_state();
     for state in DeviceState::ALL {
         metrics::gauge!("vigil_bindings", "state" => state.as_str())

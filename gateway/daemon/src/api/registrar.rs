@@ -160,7 +160,7 @@ pub fn apply_event(
     };
     let binding = table.by_token(ContactToken(id.0))?;
     let before = binding.status();
-    binding.set_status(status);
+    table.set_status(&binding, status);
     let applied = Applied { before, now_ms };
     // The store keeps only state and status: a refresh that changes neither (the common
     // case, a million times an hour) costs no write.
