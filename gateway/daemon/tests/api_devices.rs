@@ -524,10 +524,12 @@ async fn openapi_metrics_and_both_http_versions() {
         "{text}"
     );
     assert!(text.contains("vigil_api_requests_total"), "{text}");
+    // A Prometheus histogram with buckets (they add up across a cluster's nodes).
     assert!(
-        text.contains("vigil_api_request_duration_seconds"),
+        text.contains("vigil_api_request_duration_seconds_bucket{"),
         "{text}"
     );
+    assert!(text.contains("le=\"0.005\""), "{text}");
     assert!(!text.contains("pw"), "no secrets in metrics");
 }
 

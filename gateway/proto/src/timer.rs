@@ -112,6 +112,12 @@ impl<T> Timers<T> {
         }
     }
 
+    /// Makes room for `additional` more deadlines before it reallocates.
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+        self.heap.reserve(additional);
+    }
+
     /// Number of pending deadlines.
     pub fn len(&self) -> usize {
         self.heap.len()

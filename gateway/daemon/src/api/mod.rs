@@ -31,7 +31,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use utoipa::OpenApi;
@@ -122,13 +122,42 @@ impl ApiState {
     }
 }
 
+/// Bucket bounds of the gateway's histograms. Prometheus histograms rather than the
+/// exporter's default summaries: buckets add up across the nodes of a cluster (quantiles do
+/// not), and a scrape reads counters instead of merging sketches.
+const HISTOGRAM_BUCKETS: [(&str, &[f64]); 3] = [
+    (
+        "vigil_api_request_duration_seconds",
+        &[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ],
+    ),
+    (
+        "vigil_register_refresh_lag_seconds",
+        &[
+            0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+        ],
+    ),
+    (
+        "vigil_store_batch_size",
+        &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+    ),
+];
+
 /// The process-wide Prometheus recorder, installed on first use. If another recorder was
 /// installed first (an embedding program's), ours still renders, without its metrics.
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let mut builder = PrometheusBuilder::new();
+            for (name, buckets) in HISTOGRAM_BUCKETS {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                    // Only an empty bucket list is refused, and none of ours is empty.
+                    .expect("histogram buckets");
+            }
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 warn!("a metrics recorder was already installed: /metrics shows only part");

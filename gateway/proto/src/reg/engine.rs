@@ -109,13 +109,28 @@ fn chunk(n: usize) -> usize {
     }
 }
 
+/// The client transactions live at once when the upstream answers at the full pace: over
+/// UDP each stays for T4 (Timer K) after its answer, so about `pace × T4`, plus a second of
+/// pace for those in flight; capped, so that a very high pace does not reserve more than a
+/// few megabytes up front. The engine makes room for them when it is created, so that the
+/// wave after a restart does not regrow the transaction tables while it runs.
+fn expected_live_clients(config: &RegConfig) -> usize {
+    const CAP: usize = 1 << 16;
+    let secs = config.txn.t4.as_secs().saturating_add(1);
+    usize::try_from(u64::from(config.max_registers_per_sec).saturating_mul(secs))
+        .unwrap_or(CAP)
+        .min(CAP)
+}
+
 impl Registrations {
     /// An engine with no bindings; `rng` supplies Call-IDs, tags, branches, cnonces and jitter.
     /// Fails if the configuration would put unsafe text into headers.
     pub fn new(config: RegConfig, rng: CoreRng) -> Result<Self, RegConfigError> {
         config.validate()?;
+        let mut txns = Transactions::new(config.txn.clone());
+        txns.reserve_clients(expected_live_clients(&config));
         Ok(Self {
-            txns: Transactions::new(config.txn.clone()),
+            txns,
             pacer: Pacer::new(config.max_registers_per_sec, config.pace_burst),
             config,
             bindings: Table::default(),
@@ -701,5 +716,22 @@ impl Registrations {
             self.events
                 .push_back(RegEvent::Unregistered { id, upstream });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_for_the_transactions_of_pace_times_t4_capped() {
+        let mut config = RegConfig::new("192.0.2.1:5060");
+        config.max_registers_per_sec = 500;
+        // T4 is 5 s: five seconds of answered transactions plus one in flight.
+        assert_eq!(expected_live_clients(&config), 3_000);
+        config.max_registers_per_sec = 4_000;
+        assert_eq!(expected_live_clients(&config), 24_000);
+        config.max_registers_per_sec = u32::MAX;
+        assert_eq!(expected_live_clients(&config), 1 << 16);
     }
 }

@@ -116,6 +116,15 @@ impl Transactions {
         self.servers.get(&id).map(|t| t.state)
     }
 
+    /// Makes room for `additional` more client transactions (their tables and timers), so
+    /// that a burst of that size does not regrow them while it runs: each regrowth rehashes
+    /// every entry into a table twice the size, and the kernel faults in its fresh pages.
+    pub fn reserve_clients(&mut self, additional: usize) {
+        self.clients.reserve(additional);
+        self.client_index.reserve(additional);
+        self.timers.reserve(additional);
+    }
+
     /// Returns memory left over from a burst to the allocator (hash tables and the timer
     /// structure keep their peak capacity otherwise). Cheap enough to call when idle.
     pub fn shrink_to_fit(&mut self) {
