@@ -40,7 +40,7 @@ mod name_addr;
 mod params;
 mod parse;
 mod scan;
-mod stops;
+pub(crate) mod stops;
 mod uri;
 mod values;
 mod via;
