@@ -77,13 +77,14 @@ pub(super) fn scan_head(section: &[u8]) -> Result<(usize, Option<usize>), Framin
     let mut failed = None;
     let mut line_start = 0;
     while let Some(at) = stops.next() {
-        // Every CRLF ends a line: an LF with a CR before it. (CRLFs cannot overlap, so this
-        // sees each, as `find_crlf` line by line does; and the section does not start with
-        // LF, so `at > 0` for any LF.)
-        if section[at] != b'\n' || at == 0 || section[at - 1] != b'\r' {
+        // Every CRLF ends a line. Both its bytes are stops: at the CR, the LF is handed out
+        // too, so each line costs one turn. (CRLFs cannot overlap, so this sees each, as
+        // `find_crlf` line by line does.)
+        if section[at] != b'\r' || section.get(at + 1) != Some(&b'\n') {
             continue;
         }
-        let line_end = at - 1;
+        stops.next();
+        let line_end = at;
         if failed.is_none() {
             if let Err(e) = scan.line(section, line_start, line_end) {
                 failed = Some(e);
@@ -94,10 +95,10 @@ pub(super) fn scan_head(section: &[u8]) -> Result<(usize, Option<usize>), Framin
         if line_end == line_start {
             return match failed {
                 Some(e) => Err(e),
-                None => Ok((at + 1, scan.found)),
+                None => Ok((at + 2, scan.found)),
             };
         }
-        line_start = at + 1;
+        line_start = at + 2;
     }
     Err(FramingError::UnterminatedHeaders)
 }
