@@ -106,11 +106,13 @@ impl RegCycle {
     /// A response arrives: parse it, hand it to the engine, take what it sends in return.
     #[inline(never)]
     pub fn engine_receive(&mut self, bytes: Bytes) -> Vec<Bytes> {
-        // The UDP transport's framing check, then the parse, as the daemon runs them.
+        // The UDP transport's framing check, the parse and the driver's header check
+        // (`CoreDriver::handle_message`), as the daemon runs them.
         let DatagramKind::Message(range) = check_datagram(&bytes) else {
             panic!("the registrar's answer frames");
         };
         let msg = Message::parse(bytes.slice(range)).expect("response parses");
+        msg.check().expect("the registrar's answer is well-formed");
         self.engine.handle_incoming(self.now, msg, self.upstream);
         self.drain()
     }

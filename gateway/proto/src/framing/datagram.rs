@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::scan::{find_header_end, scan_content_length};
+use super::scan::scan_head;
 use super::FramingError;
 
 /// What one UDP datagram holds; see [`check_datagram`].
@@ -35,12 +35,9 @@ pub fn check_datagram(data: &[u8]) -> DatagramKind {
     if start == data.len() {
         return DatagramKind::KeepAlive;
     }
-    let Some(header_end) = find_header_end(data, start) else {
-        return DatagramKind::Error(FramingError::UnterminatedHeaders);
-    };
-    match scan_content_length(&data[start..header_end]) {
-        Ok(None) => DatagramKind::Message(start..data.len()),
-        Ok(Some(len)) => match header_end.checked_add(len) {
+    match scan_head(&data[start..]) {
+        Ok((_, None)) => DatagramKind::Message(start..data.len()),
+        Ok((head_len, Some(len))) => match (start + head_len).checked_add(len) {
             Some(end) if end <= data.len() => DatagramKind::Message(start..end),
             Some(end) => DatagramKind::Error(FramingError::Truncated {
                 missing: end - data.len(),

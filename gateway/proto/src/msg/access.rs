@@ -257,7 +257,28 @@ impl Message {
     /// CSeq. For requests, a CSeq method differing from the request method is an error
     /// (RFC 4475 §3.1.2.17–18).
     pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        if let Some(c) = self.checked.get() {
+            return Ok(c.cseq.clone());
+        }
         self.cseq_value(self.single(Code::CSeq)?)
+    }
+
+    /// The top Via's branch and the CSeq method, as [`Message::top_via`] and
+    /// [`Message::cseq`] give them, if [`Message::check`] has passed (and parsed the top
+    /// Via): `None` means ask those getters.
+    pub(crate) fn checked_key(&self) -> Option<(Option<&str>, &Method)> {
+        let c = self.checked.get()?;
+        Some((c.top_branch.map(|b| self.text(b)), &c.cseq.method))
+    }
+
+    /// The span of `s`, a slice of the head (a value returned by a getter).
+    fn span_in_head(&self, s: &str) -> Span {
+        let off = (s.as_ptr() as usize).wrapping_sub(self.head.as_ptr() as usize);
+        debug_assert!(off + s.len() <= self.head.len(), "a slice of the head");
+        Span {
+            off: off as u32,
+            len: s.len() as u32,
+        }
     }
 
     fn cseq_value(&self, v: &str) -> Result<CSeq, ParseError> {
@@ -489,6 +510,9 @@ impl Message {
         // first Via line without a comma holds only the top Via, so when the caller has
         // parsed that already (`top_via_ok`) the line is valid and is not parsed again.
         let mut vias = 0usize;
+        // The top Via's branch, when the top Via is parsed here (the first element of the
+        // first line, parsed as `top_via` parses it).
+        let mut top_branch = None;
         if seen.has(Code::Via) {
             let via_lines = self.headers.iter().filter(|h| h.code == Some(Code::Via));
             for (i, h) in via_lines.enumerate() {
@@ -498,7 +522,10 @@ impl Message {
                     continue;
                 }
                 for r in ListIter::new(v, Via::parse_prefix) {
-                    r.map_err(|e| ParseError::value(HeaderName::Via, e))?;
+                    let via = r.map_err(|e| ParseError::value(HeaderName::Via, e))?;
+                    if vias == 0 {
+                        top_branch = Some(via.branch().map(|b| self.span_in_head(b)));
+                    }
                     vias += 1;
                 }
             }
@@ -514,7 +541,7 @@ impl Message {
             to_has_tag = n.tag().is_some();
         }
         Self::call_id_value(self.seen_single(&seen, Code::CallId)?)?;
-        self.cseq_value(self.seen_single(&seen, Code::CSeq)?)?;
+        let cseq = self.cseq_value(self.seen_single(&seen, Code::CSeq)?)?;
         for (code, max) in [
             (Code::MaxForwards, 255),
             (Code::Expires, u64::from(u32::MAX)),
@@ -537,6 +564,10 @@ impl Message {
             }
         }
         Self::content_type_value(self.seen_opt_single(&seen, Code::ContentType)?)?;
+        if let Some(top_branch) = top_branch {
+            // Already set if checked before: by the same check of the same bytes.
+            let _ = self.checked.set(super::Checked { top_branch, cseq });
+        }
         Ok(to_has_tag)
     }
 

@@ -280,6 +280,7 @@ impl Printer {
             content_length: Some(body.len()),
             head_len: head_len as u32,
             to_tag_checked: None,
+            checked: std::sync::OnceLock::new(),
         }
     }
 }

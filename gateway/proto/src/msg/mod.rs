@@ -40,7 +40,7 @@ mod name_addr;
 mod params;
 mod parse;
 mod scan;
-mod stops;
+pub(crate) mod stops;
 mod uri;
 mod values;
 mod via;
@@ -119,6 +119,20 @@ pub struct Message {
     /// [`Message::check`] passed (so To is present once, URI included): a response built
     /// for the request then need not parse To again. `None` when not known.
     to_tag_checked: Option<bool>,
+    /// What a passed [`Message::check`] found that the transaction layer reads next (see
+    /// [`Checked`]). The shell checks every message before the layer sees it, so a
+    /// response's top Via and CSeq are then parsed once, not twice. Set once, by the
+    /// check: the message never changes after parsing, so it stays true (and a clone,
+    /// holding the same bytes, may carry it).
+    checked: std::sync::OnceLock<Checked>,
+}
+
+/// See the `checked` field of [`Message`]: the top Via's branch (a span of the head) and the CSeq, as
+/// [`Message::top_via`] and [`Message::cseq`] would return them.
+#[derive(Clone, Debug)]
+struct Checked {
+    top_branch: Option<Span>,
+    cseq: CSeq,
 }
 
 /// A header field as it appears in a message.

@@ -564,6 +564,7 @@ impl Message {
             content_length,
             head_len: head_len as u32,
             to_tag_checked: None,
+            checked: std::sync::OnceLock::new(),
         })
     }
 }

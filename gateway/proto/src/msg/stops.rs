@@ -1,6 +1,7 @@
 //! The splitter's structural index: the positions of the bytes it stops at, found 64 bytes
 //! at a time as a bit mask and handed out in order, so that finding a header's line end is
 //! a trailing-zero count instead of a scan.
+//! (The datagram framing check walks the same index for its line ends.)
 //!
 //! A stop is a byte below 0x0E (CR, LF, HTAB, other controls) or a non-ASCII byte (one
 //! signed compare finds both; non-ASCII bytes are rare in a header section and the
@@ -22,7 +23,7 @@
 const BLOCK: usize = 64;
 
 /// The stops of `b` in order of position.
-pub(super) struct Stops<'a> {
+pub(crate) struct Stops<'a> {
     b: &'a [u8],
     /// Offset of the block `bits` belongs to.
     base: usize,
@@ -33,7 +34,7 @@ pub(super) struct Stops<'a> {
 impl<'a> Stops<'a> {
     /// The stops of `b`, from its first byte.
     #[inline]
-    pub(super) fn new(b: &'a [u8]) -> Self {
+    pub(crate) fn new(b: &'a [u8]) -> Self {
         let mut s = Stops {
             b,
             base: 0,
@@ -73,7 +74,7 @@ impl<'a> Stops<'a> {
 
     /// Position of the next stop, or `None` past the last one.
     #[inline(always)]
-    pub(super) fn next(&mut self) -> Option<usize> {
+    pub(crate) fn next(&mut self) -> Option<usize> {
         while self.bits == 0 {
             let next = self.base + BLOCK;
             if next >= self.b.len() {

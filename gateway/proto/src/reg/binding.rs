@@ -372,19 +372,28 @@ impl Binding {
 pub(crate) fn granted_expiry(response: &Message, token: &str, asked: u32) -> u32 {
     let header = response.expires().ok().flatten();
     // Every URI checked, as before lazy URIs: a 2xx with a malformed Contact counts as
-    // listing no usable contacts.
-    let Ok(contacts) = response.contacts_checked() else {
+    // listing no usable contacts. Each URI is parsed once, here, rather than once by
+    // `contacts_checked` and again to find ours: the values' syntax and then every URI
+    // being valid is exactly what `contacts_checked` requires.
+    let Ok(contacts) = response.contacts() else {
         return header.unwrap_or(asked);
     };
     let list = contacts.as_slice();
     if list.is_empty() {
         return header.unwrap_or(asked);
     }
-    list.iter()
-        .find(|c| c.uri().ok().and_then(|u| u.user_raw()) == Some(token))
-        .map_or(0, |c| {
-            c.expires().ok().flatten().or(header).unwrap_or(asked)
-        })
+    let mut ours = None;
+    for c in list {
+        let Ok(uri) = c.uri() else {
+            return header.unwrap_or(asked);
+        };
+        if ours.is_none() && uri.user_raw() == Some(token) {
+            ours = Some(c);
+        }
+    }
+    ours.map_or(0, |c| {
+        c.expires().ok().flatten().or(header).unwrap_or(asked)
+    })
 }
 
 /// The seconds of a Retry-After header (`120`, `120 (comment);duration=60`).
@@ -429,6 +438,30 @@ mod tests {
             granted_expiry(&resp("Contact: <sip:x@gw>;expires=5\r\n"), "tok", 3600),
             0
         );
+    }
+
+    /// A malformed Contact anywhere (its syntax or its URI, before or after ours) means
+    /// no usable contacts: the Expires header, else what we asked for.
+    #[test]
+    fn granted_expiry_with_a_malformed_contact() {
+        for bad in [
+            "Contact: <sip:tok@gw>;expires=600, <sip:a@[::1>\r\n",
+            "Contact: <sip:a@[::1>, <sip:tok@gw>;expires=600\r\n",
+            "Contact: <sip:tok@gw>;expires=600\r\nContact: <sip:a@gw\r\n",
+            "Contact: <sip:tok@gw>;expires=600, *\r\n",
+            "Contact: <sip:tok@gw>;expires=600\r\nContact: *\r\n",
+            "Contact: <sip:tok@gw:x>;expires=600\r\n",
+        ] {
+            let r = resp(&format!("{bad}Expires: 900\r\n"));
+            assert!(r.contacts_checked().is_err(), "{bad}");
+            assert_eq!(granted_expiry(&r, "tok", 3600), 900, "{bad}");
+            assert_eq!(granted_expiry(&resp(bad), "tok", 3600), 3600, "{bad}");
+        }
+        // `*` alone lists no contacts.
+        assert_eq!(granted_expiry(&resp("Contact: *\r\n"), "tok", 3600), 3600);
+        // Ours is the first listed with our user, even if a later one also is.
+        let two = "Contact: <sip:tok@gw>;expires=60, <sip:tok@gw2>;expires=70\r\n";
+        assert_eq!(granted_expiry(&resp(two), "tok", 3600), 60);
     }
 
     #[test]

@@ -87,6 +87,13 @@ pub(crate) struct ClientKeyRef<'a> {
 impl<'a> ClientKeyRef<'a> {
     /// The key a received response is looked up by.
     pub(crate) fn for_response(resp: &'a Message) -> Result<Self, KeyError> {
+        // The shell's check parsed the top Via and the CSeq already.
+        if let Some((branch, method)) = resp.checked_key() {
+            return Ok(Self {
+                branch: branch.ok_or(KeyError::NoBranch)?,
+                method: method.clone(),
+            });
+        }
         let via = resp.top_via()?;
         let branch = via.branch().ok_or(KeyError::NoBranch)?;
         let cseq = resp.cseq()?;
@@ -422,6 +429,72 @@ mod tests {
                 method: Method::Bye,
             };
             assert_eq!(index.get(&other), None);
+        }
+    }
+
+    /// A response's key is the same whether or not the shell's `check` ran first (which
+    /// notes the top Via's branch and the CSeq for it), and a response `check` rejects
+    /// is still rejected, with the same error, by both.
+    #[test]
+    fn response_key_is_the_same_checked_or_not() {
+        let resp = |vias: &str, cseq: &str| {
+            let text = format!(
+                "SIP/2.0 200 OK\r\n{vias}From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\n\
+                 Call-ID: c@h\r\n{cseq}Content-Length: 0\r\n\r\n"
+            );
+            Message::parse(bytes::Bytes::from(text)).expect("frames")
+        };
+        let cases = [
+            (
+                "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n",
+                "CSeq: 1 REGISTER\r\n",
+            ),
+            (
+                "Via: SIP/2.0/UDP h;rport=5;BRANCH=z9hG4bK2;received=192.0.2.1\r\n",
+                "CSeq: 7 FOO\r\n",
+            ),
+            (
+                "Via: SIP/2.0/UDP h;branch=z9hG4bK3 , SIP/2.0/TCP p;branch=z9hG4bK4\r\n",
+                "CSeq: 2 OPTIONS\r\n",
+            ),
+            (
+                "Via: SIP/2.0/UDP h;branch=z9hG4bK5\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK6\r\n",
+                "CSeq: 1 REGISTER\r\n",
+            ),
+            // No branch: checks, but matches nothing.
+            ("Via: SIP/2.0/UDP h\r\n", "CSeq: 1 REGISTER\r\n"),
+            // Rejected by the check and by the key alike.
+            (
+                "Via: SIP/2.0/UDP h;branch=z9hG4bK1;\r\n",
+                "CSeq: 1 REGISTER\r\n",
+            ),
+            ("Via: SIP/2.0 h;branch=z9hG4bK1\r\n", "CSeq: 1 REGISTER\r\n"),
+            ("", "CSeq: 1 REGISTER\r\n"),
+            (
+                "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n",
+                "CSeq: x REGISTER\r\n",
+            ),
+            ("Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n", ""),
+            (
+                "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n",
+                "CSeq: 1 REGISTER\r\nCSeq: 1 REGISTER\r\n",
+            ),
+        ];
+        for (vias, cseq) in cases {
+            let unchecked = resp(vias, cseq);
+            let checked = unchecked.clone();
+            let verdict = checked.check();
+            assert_eq!(
+                checked.checked_key().is_some(),
+                verdict.is_ok(),
+                "{vias}{cseq}"
+            );
+            let key = ClientKeyRef::for_response(&unchecked);
+            assert_eq!(ClientKeyRef::for_response(&checked), key, "{vias}{cseq}");
+            assert_eq!(checked.cseq(), unchecked.cseq(), "{vias}{cseq}");
+            if verdict.is_err() {
+                assert!(key.is_err(), "{vias}{cseq}");
+            }
         }
     }
 }
