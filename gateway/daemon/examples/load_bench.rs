@@ -69,8 +69,8 @@ async fn main() {
             let table = Arc::new(BindingTable::new());
             let mut loaded = 0usize;
             store::for_each_page(&store, |page| {
-                for r in &page {
-                    table.insert(Arc::new(Binding::from_record(r).unwrap()));
+                for device in page {
+                    table.insert(Arc::new(Binding::from_view(device).unwrap()));
                     loaded += 1;
                 }
             })
