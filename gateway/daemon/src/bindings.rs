@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use crate::store::DeviceRecord;
+use crate::store::{DeviceRecord, DeviceView};
 
 /// Identifies a binding on the wire (the Contact user part, 16 lowercase hex digits) and in
 /// the engine (`BindingId` has the same value). Random, so it reveals nothing about the
@@ -336,28 +336,34 @@ pub enum RecordError {
 impl Binding {
     /// Builds the in-memory entry of a stored (or about to be stored) device.
     pub fn from_record(r: &DeviceRecord) -> Result<Self, RecordError> {
-        let token = ContactToken::parse(&r.contact_token).ok_or(RecordError::Token)?;
+        Self::from_view(&r.view())
+    }
+
+    /// Builds the in-memory entry of a device from its borrowed fields: start-up builds
+    /// each binding straight from the page the store read, without an owned record between.
+    pub fn from_view(r: &DeviceView<'_>) -> Result<Self, RecordError> {
+        let token = ContactToken::parse(r.contact_token).ok_or(RecordError::Token)?;
         if token.0 as i64 != r.binding_id {
             return Err(RecordError::Token);
         }
-        fn o(v: &Option<String>) -> &str {
-            v.as_deref().unwrap_or("")
+        fn o(v: Option<&str>) -> &str {
+            v.unwrap_or("")
         }
         let own_text = [
-            r.device_id.as_str(),
-            &r.username,
-            o(&r.auth_username),
-            o(&r.display_name),
+            r.device_id,
+            r.username,
+            o(r.auth_username),
+            o(r.display_name),
         ];
         let shared = intern([
-            &r.domain,
-            o(&r.outbound_proxy),
-            o(&r.transport),
-            &r.push_kind,
-            o(&r.push_topic),
-            o(&r.push_env),
-            &r.app_id,
-            &r.app_version,
+            r.domain,
+            o(r.outbound_proxy),
+            o(r.transport),
+            r.push_kind,
+            o(r.push_topic),
+            o(r.push_env),
+            r.app_id,
+            r.app_version,
         ])?;
         let len = own_text.iter().map(|f| f.len()).sum::<usize>()
             + r.password_enc.len()
@@ -367,31 +373,23 @@ impl Binding {
         for (i, f) in own_text
             .iter()
             .map(|t| t.as_bytes())
-            .chain([r.password_enc.as_slice()])
+            .chain([r.password_enc])
             .enumerate()
         {
             own.extend_from_slice(f);
             ends[i] = u16::try_from(own.len()).map_err(|_| RecordError::TooLarge)?;
         }
-        own.extend_from_slice(&r.push_enc);
+        own.extend_from_slice(r.push_enc);
         Ok(Self {
             token,
             own: own.into_boxed_slice(),
             ends,
             shared,
-            secret_hash: r
-                .secret_hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| RecordError::Hash)?,
-            body_hash: r
-                .body_hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| RecordError::Hash)?,
+            secret_hash: r.secret_hash.try_into().map_err(|_| RecordError::Hash)?,
+            body_hash: r.body_hash.try_into().map_err(|_| RecordError::Hash)?,
             expires: u32::try_from(r.expires).unwrap_or(u32::MAX),
             status: AtomicU64::new(pack(Status {
-                state: DeviceState::parse(&r.state),
+                state: DeviceState::parse(r.state),
                 last_status: u16::try_from(r.last_status).unwrap_or(0),
                 granted_expires: 0,
                 next_at_ms: 0,

@@ -302,10 +302,10 @@ async fn prepare_api(config: &Config, transports: &Transports) -> Result<Prepare
     let table = Arc::new(BindingTable::new());
     let (registrar, commands) = ChannelRegistrar::new();
     let mut restored = 0usize;
-    // Page by page: a page's records are dropped before the next is read.
+    // Page by page: a page is dropped before the next is read.
     crate::store::for_each_page(&*store, |page| {
-        for record in &page {
-            match Binding::from_record(record) {
+        for device in page {
+            match Binding::from_view(device) {
                 Ok(b) => {
                     let b = Arc::new(b);
                     table.insert(b.clone());

@@ -344,12 +344,14 @@ async fn sqlite_secrets_are_sealed_at_rest() {
         .apply(&[WriteOp::Upsert(Box::new(record(&secrets, "dev-x")))])
         .await
         .unwrap();
-    let row = sqlx::query("SELECT password_enc, push_enc FROM devices")
+    let row = sqlx::query("SELECT password_enc, push_enc, load_image FROM devices")
         .fetch_one(store.pool())
         .await
         .unwrap();
     assert_sealed(&row.get::<Vec<u8>, _>("password_enc"));
     assert_sealed(&row.get::<Vec<u8>, _>("push_enc"));
+    // The load image copies the sealed bytes, never the plaintext.
+    assert_sealed(&row.get::<Vec<u8>, _>("load_image"));
     store.close().await;
     // And nowhere in the database files either (main file and WAL).
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -451,4 +453,215 @@ async fn sqlite_load_all_returns_every_device_in_order() {
 #[tokio::test]
 async fn postgres_load_all_returns_every_device_in_order() {
     on_postgres(load_all_returns_every_device_in_order).await;
+}
+
+/// Devices whose fields are at the edges of what each column holds: every optional field
+/// NULL or empty, text with quotes, control characters, NUL and non-ASCII, integers at their
+/// extremes, a sealed push field far above 64 KiB. NUL characters only with `nul` (PostgreSQL
+/// text cannot hold them).
+fn odd_records(secrets: &SecretBox, nul: bool) -> Vec<DeviceRecord> {
+    let nul = if nul { "\u{0}" } else { "" };
+    let mut nulls = record(secrets, "odd-1-nulls");
+    nulls.auth_username = None;
+    nulls.outbound_proxy = None;
+    nulls.transport = None;
+    nulls.display_name = None;
+    nulls.push_topic = None;
+    nulls.push_env = None;
+    let mut empty = record(secrets, "odd-2-empty");
+    empty.auth_username = Some(String::new());
+    empty.outbound_proxy = Some(String::new());
+    empty.transport = Some(String::new());
+    empty.display_name = Some(String::new());
+    empty.push_topic = Some(String::new());
+    empty.push_env = Some(String::new());
+    empty.username = String::new();
+    empty.app_version = String::new();
+    empty.state = String::new();
+    let mut odd = record(secrets, &format!("odd-3-\"quoted\" \\ é ☎ 😀 {nul} \n\t"));
+    odd.display_name = Some(format!("{nul}\u{1}\u{7f} \" ' \\ ; , \u{10FFFF}"));
+    odd.username = "ü".repeat(300);
+    odd.state = "a state nobody knows, with spaces".into();
+    odd.expires = i64::MIN;
+    odd.last_put_ms = i64::MAX;
+    odd.last_status = -1;
+    odd.secret_hash = vec![0; 32];
+    odd.body_hash = (0..16).collect();
+    let mut big = record(secrets, "odd-4-big");
+    big.push_enc = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    big.password_enc = vec![0; 1];
+    big.expires = i64::MAX;
+    big.last_put_ms = i64::MIN;
+    big.last_status = i64::MAX;
+    vec![nulls, empty, odd, big]
+}
+
+/// Every field of every odd record comes back as written.
+async fn odd_fields_round_trip(store: Arc<dyn Store>) {
+    let secrets = SecretBox::from_key(&[4; 32]);
+    let written = odd_records(&secrets, store.backend() == "sqlite");
+    let ops: Vec<WriteOp> = written
+        .iter()
+        .map(|r| WriteOp::Upsert(Box::new(r.clone())))
+        .collect();
+    store.apply(&ops).await.unwrap();
+    let loaded = store.load_all().await.unwrap();
+    assert_eq!(loaded.len(), written.len());
+    for (got, want) in loaded.iter().zip(&written) {
+        assert!(got == want, "{} comes back unchanged", want.device_id);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_odd_fields_round_trip() {
+    let (_dir, store) = sqlite().await;
+    odd_fields_round_trip(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn postgres_odd_fields_round_trip() {
+    on_postgres(odd_fields_round_trip).await;
+}
+
+/// Rows without a load image (written before the column existed, or after the trigger
+/// cleared it) load from their columns, and opening the store writes their images.
+#[tokio::test]
+async fn sqlite_rows_without_load_image_load_and_are_filled_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let secrets = SecretBox::from_key(&[6; 32]);
+    let mut written: Vec<DeviceRecord> = (0..2_500)
+        .map(|i| record(&secrets, &format!("dev-{i:05}")))
+        .collect();
+    written.extend(odd_records(&secrets, true));
+    let ops: Vec<WriteOp> = written
+        .iter()
+        .map(|r| WriteOp::Upsert(Box::new(r.clone())))
+        .collect();
+    store.apply(&ops).await.unwrap();
+    written.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    let unimaged = |pool: sqlx::SqlitePool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM devices WHERE load_image IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        unimaged(store.pool().clone()).await,
+        0,
+        "upserts write images"
+    );
+    // As a store of the previous version: some rows in each page without image.
+    sqlx::query(
+        "UPDATE devices SET load_image = NULL WHERE device_id LIKE '%7' OR device_id LIKE 'odd%'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        store.load_all().await.unwrap() == written,
+        "loaded from the columns"
+    );
+    store.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        unimaged(store.pool().clone()).await,
+        0,
+        "opening filled the images"
+    );
+    assert!(
+        store.load_all().await.unwrap() == written,
+        "loaded from the images"
+    );
+    store.close().await;
+}
+
+/// Dropping a dead push token changes `push_enc` without a new image: the trigger clears
+/// the image, so the next load reads the new tokens, not the old copy.
+#[tokio::test]
+async fn sqlite_set_push_clears_the_load_image() {
+    let (_dir, store) = sqlite().await;
+    let secrets = SecretBox::from_key(&[8; 32]);
+    let r = record(&secrets, "dev-p");
+    store
+        .apply(&[WriteOp::Upsert(Box::new(r.clone()))])
+        .await
+        .unwrap();
+    store
+        .apply(&[WriteOp::SetPush {
+            device_id: "dev-p".into(),
+            body_hash: r.body_hash.clone(),
+            push_enc: Vec::new(),
+        }])
+        .await
+        .unwrap();
+    let loaded = store.load_all().await.unwrap();
+    assert_eq!(loaded[0].push_enc, Vec::<u8>::new());
+    // State changes and touches leave the image alone.
+    store
+        .apply(&[
+            WriteOp::Upsert(Box::new(r.clone())),
+            WriteOp::SetState {
+                device_id: "dev-p".into(),
+                state: "registered",
+                last_status: 200,
+            },
+            WriteOp::Touch {
+                device_id: "dev-p".into(),
+                last_put_ms: 7,
+            },
+        ])
+        .await
+        .unwrap();
+    let image: Option<Vec<u8>> = sqlx::query_scalar("SELECT load_image FROM devices")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(image.is_some());
+    let loaded = store.load_all().await.unwrap();
+    let mut want = r.clone();
+    want.state = "registered".into();
+    want.last_status = 200;
+    want.last_put_ms = 7;
+    assert!(loaded == [want]);
+}
+
+/// A damaged load image or column is a `Corrupt` error naming what is wrong, not a panic.
+#[tokio::test]
+async fn sqlite_corrupt_page_is_an_error() {
+    let (_dir, store) = sqlite().await;
+    let secrets = SecretBox::from_key(&[9; 32]);
+    let ops: Vec<WriteOp> = (0..3)
+        .map(|i| WriteOp::Upsert(Box::new(record(&secrets, &format!("dev-{i}")))))
+        .collect();
+    store.apply(&ops).await.unwrap();
+    for (damage, expect) in [
+        ("load_image = substr(load_image, 1, 30)", "packed page, row"),
+        (
+            "load_image = x'07' || substr(load_image, 2)",
+            "image version 7",
+        ),
+        ("last_put_ms = 'soon'", "last_put_ms: not an integer"),
+        ("last_status = 1.5", "last_status: not an integer"),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE devices SET {damage} WHERE device_id = 'dev-1'"
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        match store.load_all().await {
+            Err(vigil_gateway::store::StoreError::Corrupt { backend, detail }) => {
+                assert_eq!(backend, "sqlite");
+                assert!(detail.contains(expect), "{damage}: {detail}");
+            }
+            other => panic!("{damage}: {other:?}"),
+        }
+        store
+            .apply(&[WriteOp::Upsert(Box::new(record(&secrets, "dev-1")))])
+            .await
+            .unwrap();
+        store.load_all().await.unwrap();
+    }
 }

@@ -11,6 +11,7 @@
 //! API answers a request only after its write's transaction committed (see [`batch`]).
 
 mod batch;
+mod packed;
 mod sql;
 
 use std::future::Future;
@@ -82,6 +83,110 @@ impl std::fmt::Debug for DeviceRecord {
             .finish_non_exhaustive()
     }
 }
+
+impl DeviceRecord {
+    /// The record's fields, borrowed.
+    pub fn view(&self) -> DeviceView<'_> {
+        DeviceView {
+            device_id: &self.device_id,
+            binding_id: self.binding_id,
+            contact_token: &self.contact_token,
+            username: &self.username,
+            auth_username: self.auth_username.as_deref(),
+            password_enc: &self.password_enc,
+            domain: &self.domain,
+            outbound_proxy: self.outbound_proxy.as_deref(),
+            transport: self.transport.as_deref(),
+            display_name: self.display_name.as_deref(),
+            push_kind: &self.push_kind,
+            push_enc: &self.push_enc,
+            push_topic: self.push_topic.as_deref(),
+            push_env: self.push_env.as_deref(),
+            app_id: &self.app_id,
+            app_version: &self.app_version,
+            expires: self.expires,
+            secret_hash: &self.secret_hash,
+            body_hash: &self.body_hash,
+            last_put_ms: self.last_put_ms,
+            state: &self.state,
+            last_status: self.last_status,
+        }
+    }
+}
+
+/// A stored device's fields borrowed from wherever they were read: a [`DeviceRecord`], or a
+/// page of devices as SQLite hands it over in one buffer. Start-up builds each binding from
+/// a view, so loading a device allocates only the binding itself, not the twenty fields of
+/// a record that would be dropped right after. The fields mean what [`DeviceRecord`]'s do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceView<'a> {
+    pub device_id: &'a str,
+    pub binding_id: i64,
+    pub contact_token: &'a str,
+    pub username: &'a str,
+    pub auth_username: Option<&'a str>,
+    pub password_enc: &'a [u8],
+    pub domain: &'a str,
+    pub outbound_proxy: Option<&'a str>,
+    pub transport: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub push_kind: &'a str,
+    pub push_enc: &'a [u8],
+    pub push_topic: Option<&'a str>,
+    pub push_env: Option<&'a str>,
+    pub app_id: &'a str,
+    pub app_version: &'a str,
+    pub expires: i64,
+    pub secret_hash: &'a [u8],
+    pub body_hash: &'a [u8],
+    pub last_put_ms: i64,
+    pub state: &'a str,
+    pub last_status: i64,
+}
+
+impl DeviceView<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> DeviceRecord {
+        let o = |v: Option<&str>| v.map(str::to_owned);
+        DeviceRecord {
+            device_id: self.device_id.to_owned(),
+            binding_id: self.binding_id,
+            contact_token: self.contact_token.to_owned(),
+            username: self.username.to_owned(),
+            auth_username: o(self.auth_username),
+            password_enc: self.password_enc.to_vec(),
+            domain: self.domain.to_owned(),
+            outbound_proxy: o(self.outbound_proxy),
+            transport: o(self.transport),
+            display_name: o(self.display_name),
+            push_kind: self.push_kind.to_owned(),
+            push_enc: self.push_enc.to_vec(),
+            push_topic: o(self.push_topic),
+            push_env: o(self.push_env),
+            app_id: self.app_id.to_owned(),
+            app_version: self.app_version.to_owned(),
+            expires: self.expires,
+            secret_hash: self.secret_hash.to_vec(),
+            body_hash: self.body_hash.to_vec(),
+            last_put_ms: self.last_put_ms,
+            state: self.state.to_owned(),
+            last_status: self.last_status,
+        }
+    }
+}
+
+impl std::fmt::Debug for DeviceView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As DeviceRecord's: personal data and secrets stay out of logs.
+        f.debug_struct("DeviceView")
+            .field("binding_id", &self.binding_id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Receives one page of devices from [`Store::load_page`], in `device_id` order.
+pub type PageSink<'s> = dyn FnMut(&[DeviceView<'_>]) + Send + 's;
 
 /// One write; a batch of them commits in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,19 +276,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn apply<'a>(&'a self, ops: &'a [WriteOp]) -> StoreFuture<'a, ()>;
     /// One device.
     fn get<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceRecord>>;
-    /// Up to `limit` devices in `device_id` order, starting after `after` (from the first
-    /// when `None`). Start-up rebuilds the binding table and the engine page by page, so a
-    /// million stored devices never sit in memory as records and bindings at once.
+    /// Hands `each` up to `limit` devices in `device_id` order, starting after `after` (from
+    /// the first when `None`), as views into the page as read; returns how many and the last
+    /// one's id. Start-up rebuilds the binding table and the engine page by page, so a
+    /// million stored devices never sit in memory as pages and bindings at once.
     fn load_page<'a>(
         &'a self,
         after: Option<&'a str>,
         limit: usize,
-    ) -> StoreFuture<'a, Vec<DeviceRecord>>;
+        each: &'a mut PageSink<'_>,
+    ) -> StoreFuture<'a, (usize, Option<String>)>;
     /// Every device in `device_id` order, through [`for_each_page`].
     fn load_all(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {
         Box::pin(async move {
             let mut all = Vec::new();
-            for_each_page(self, |page| all.extend(page)).await?;
+            for_each_page(self, |page| {
+                all.extend(page.iter().map(DeviceView::to_record))
+            })
+            .await?;
             Ok(all)
         })
     }
@@ -197,19 +307,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// order ([`Store::load_page`] from where the previous page ended).
 pub async fn for_each_page<S: Store + ?Sized>(
     store: &S,
-    mut each: impl FnMut(Vec<DeviceRecord>),
+    mut each: impl FnMut(&[DeviceView<'_>]) + Send,
 ) -> Result<(), StoreError> {
     let mut after: Option<String> = None;
     loop {
-        let page = store.load_page(after.as_deref(), LOAD_PAGE).await?;
-        let next = match page.last() {
-            Some(last) if page.len() >= LOAD_PAGE => Some(last.device_id.clone()),
-            _ => None,
-        };
-        each(page);
-        match next {
-            Some(id) => after = Some(id),
-            None => return Ok(()),
+        let (n, last) = store
+            .load_page(after.as_deref(), LOAD_PAGE, &mut each)
+            .await?;
+        match last {
+            Some(id) if n >= LOAD_PAGE => after = Some(id),
+            _ => return Ok(()),
         }
     }
 }

@@ -13,14 +13,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
-use super::{DeviceRecord, Store, StoreError, StoreFuture, WriteOp};
+use super::packed::{self, page_row, Page};
+use super::{DeviceRecord, DeviceView, PageSink, Store, StoreError, StoreFuture, WriteOp};
 
 const COLUMNS: &str = "device_id, binding_id, contact_token, username, auth_username, \
     password_enc, domain, outbound_proxy, transport, display_name, push_kind, push_enc, \
     push_topic, push_env, app_id, app_version, expires, secret_hash, body_hash, last_put_ms, \
     state, last_status";
 
-/// Rows per multi-row upsert: at 22 parameters a row this stays far below SQLite's 32,766
+/// Rows per multi-row upsert: at 23 parameters a row this stays far below SQLite's 32,766
 /// and PostgreSQL's 65,535 parameters per statement.
 const UPSERT_ROWS: usize = 500;
 
@@ -50,9 +51,10 @@ fn query_err(backend: &'static str, during: &'static str) -> impl Fn(sqlx::Error
     }
 }
 
-/// Generates the [`Store`] implementation of one backend from the shared SQL.
+/// Generates the [`Store`] implementation of one backend from the shared SQL. With
+/// `$image`, upserts also write the load image (SQLite, see [`packed`]).
 macro_rules! sql_store {
-    ($store:ident, $backend:literal) => {
+    ($store:ident, $backend:literal, $image:literal) => {
         impl $store {
             fn decode(
                 row: &<<$store as HasDb>::Db as sqlx::Database>::Row,
@@ -113,7 +115,11 @@ macro_rules! sql_store {
                         let mut q = sqlx::QueryBuilder::<<$store as HasDb>::Db>::new(
                             "INSERT INTO devices (",
                         );
-                        q.push(COLUMNS).push(") ");
+                        q.push(COLUMNS);
+                        if $image {
+                            q.push(", load_image");
+                        }
+                        q.push(") ");
                         q.push_values(run, |mut row, d| {
                             row.push_bind(&d.device_id)
                                 .push_bind(d.binding_id)
@@ -137,8 +143,14 @@ macro_rules! sql_store {
                                 .push_bind(d.last_put_ms)
                                 .push_bind(&d.state)
                                 .push_bind(d.last_status);
+                            if $image {
+                                row.push_bind(packed::encode_image(&d.view()));
+                            }
                         });
                         q.push(UPSERT_CONFLICT);
+                        if $image {
+                            q.push(", load_image = excluded.load_image");
+                        }
                         q.build()
                             .execute(&mut *tx)
                             .await
@@ -260,8 +272,9 @@ macro_rules! sql_store {
                 &'a self,
                 after: Option<&'a str>,
                 limit: usize,
-            ) -> StoreFuture<'a, Vec<DeviceRecord>> {
-                Box::pin(self.load_devices(after, i64::try_from(limit).unwrap_or(i64::MAX)))
+                each: &'a mut PageSink<'_>,
+            ) -> StoreFuture<'a, (usize, Option<String>)> {
+                Box::pin(self.load_devices(after, i64::try_from(limit).unwrap_or(i64::MAX), each))
             }
 
             fn count(&self) -> StoreFuture<'_, u64> {
@@ -325,7 +338,9 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.fill_load_images().await?;
+        Ok(store)
     }
 
     /// The connection pool (tests read raw columns through it).
@@ -333,58 +348,148 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// One page of devices, which SQLite hands over as one JSON array. sqlx's SQLite driver
-    /// passes each result row from its worker thread through a channel and copies each of
-    /// its values: row by row, loading a million devices at start-up was mostly that
-    /// hand-over, with two futex calls a row.
+    /// One page of devices, which SQLite hands over as one value (see [`packed`]): sqlx's
+    /// SQLite driver passes each result row from its worker thread through a channel and
+    /// copies each of its values, so row by row, loading a million devices at start-up was
+    /// mostly that hand-over, with two futex calls a row.
     async fn load_devices(
         &self,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<DeviceRecord>, StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            backend: "sqlite",
-            detail,
-        };
+        each: &mut PageSink<'_>,
+    ) -> Result<(usize, Option<String>), StoreError> {
         let query = match after {
-            Some(after) => sqlx::query_as(LOAD_PAGE_SQLITE_AFTER).bind(after),
-            None => sqlx::query_as(LOAD_PAGE_SQLITE_FIRST),
+            Some(after) => sqlx::query_scalar(LOAD_PAGE_SQLITE_AFTER).bind(after),
+            None => sqlx::query_scalar(LOAD_PAGE_SQLITE_FIRST),
         };
-        let (page,): (String,) = query
+        let page: Option<Vec<u8>> = query
             .bind(limit)
             .fetch_one(&self.pool)
             .await
             .map_err(query_err("sqlite", "loading devices"))?;
-        let rows: Vec<PackedRow> =
-            serde_json::from_str(&page).map_err(|e| corrupt(e.to_string()))?;
-        let mut out = rows
-            .into_iter()
-            .map(PackedRow::into_record)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(corrupt)?;
-        // SQL does not promise that the aggregate keeps the subquery's order (SQLite does
-        // keep it, so this only checks).
-        if !out.is_sorted_by(|a, b| a.device_id <= b.device_id) {
-            out.sort_unstable_by(|a, b| a.device_id.cmp(&b.device_id));
+        let page = page.unwrap_or_default();
+        let rows = usize::try_from(limit).unwrap_or(0).min(super::LOAD_PAGE);
+        let views = match packed::decode_page(&page, rows) {
+            Ok(Page::Views(views)) => views,
+            Ok(Page::Unimaged) => {
+                // Rare: a row changed since the store was opened without its image.
+                let records = self.load_rows(after, limit).await?;
+                let views: Vec<DeviceView<'_>> = records.iter().map(DeviceRecord::view).collect();
+                return Ok(hand_over(views, each));
+            }
+            Err(detail) => {
+                return Err(StoreError::Corrupt {
+                    backend: "sqlite",
+                    detail,
+                })
+            }
+        };
+        Ok(hand_over(views, each))
+    }
+
+    /// One page of devices, row by row: for pages with a row that has no load image.
+    async fn load_rows(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM devices WHERE device_id > $1 ORDER BY device_id LIMIT $2"
+            ))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM devices ORDER BY device_id LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
         }
-        Ok(out)
+        .map_err(query_err("sqlite", "loading devices"))?;
+        rows.iter().map(Self::decode).collect()
+    }
+
+    /// Writes the load image of every row that has none: rows stored before the column
+    /// existed, or changed without a new image. Batches of [`UPSERT_ROWS`], each read and
+    /// written in one transaction, so that a concurrent write cannot slip in between and
+    /// leave an image of the old values.
+    async fn fill_load_images(&self) -> Result<(), StoreError> {
+        let e = |during| query_err("sqlite", during);
+        let first = format!(
+            "SELECT {COLUMNS} FROM devices WHERE load_image IS NULL \
+             ORDER BY device_id LIMIT {UPSERT_ROWS}"
+        );
+        let next = format!(
+            "SELECT {COLUMNS} FROM devices WHERE load_image IS NULL AND device_id > $1 \
+             ORDER BY device_id LIMIT {UPSERT_ROWS}"
+        );
+        // Keyset paging: a row whose image cannot be built stays without one and is not
+        // read again.
+        let mut after: Option<String> = None;
+        loop {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(e("beginning a transaction"))?;
+            let rows = match &after {
+                None => sqlx::query(&first).fetch_all(&mut *tx).await,
+                Some(after) => sqlx::query(&next).bind(after).fetch_all(&mut *tx).await,
+            }
+            .map_err(e("reading devices without load image"))?;
+            let records = rows
+                .iter()
+                .map(Self::decode)
+                .collect::<Result<Vec<_>, _>>()?;
+            let Some(last) = records.last() else {
+                return Ok(());
+            };
+            after = Some(last.device_id.clone());
+            for r in &records {
+                sqlx::query("UPDATE devices SET load_image = $1 WHERE device_id = $2")
+                    .bind(packed::encode_image(&r.view()))
+                    .bind(&r.device_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(e("writing load images"))?;
+            }
+            tx.commit().await.map_err(e("committing load images"))?;
+        }
     }
 }
 
-/// A page of devices as a JSON array of arrays, the columns in [`PackedRow`]'s order, blobs
-/// in hex, in `device_id` order as SQLite compares text; `WHERE` is spliced in (`$1` the
-/// last id of the previous page, the next parameter the limit). Two statements rather than
-/// `$1 IS NULL OR device_id > $1`, which keeps SQLite from seeking the primary key's index:
-/// every page would rescan the table from its start.
+/// Hands a page to `each` in `device_id` order; returns its length and last id.
+fn hand_over(mut views: Vec<DeviceView<'_>>, each: &mut PageSink<'_>) -> (usize, Option<String>) {
+    // SQL does not promise that the aggregate keeps the subquery's order (SQLite does keep
+    // it, so this only checks).
+    if !views.is_sorted_by(|a, b| a.device_id <= b.device_id) {
+        views.sort_unstable_by(|a, b| a.device_id.cmp(b.device_id));
+    }
+    let last = views.last().map(|v| v.device_id.to_owned());
+    each(&views);
+    (views.len(), last)
+}
+
+/// A page of devices as one blob of `page_row!`s (NULL when empty), in `device_id` order
+/// as SQLite compares text; `WHERE` is spliced in (`$1` the last id of the previous page,
+/// the next parameter the limit). Two statements rather than `$1 IS NULL OR device_id > $1`,
+/// which keeps SQLite from seeking the primary key's index: every page would rescan the
+/// table from its start. The blob is built as text (SQLite concatenates text only) and
+/// handed over as a blob, so that nobody checks it for UTF-8.
 macro_rules! load_page_sqlite {
     ($where:literal, $limit:literal) => {
         concat!(
-            "SELECT COALESCE(json_group_array(json_array(\
-            device_id, binding_id, contact_token, username, auth_username, hex(password_enc), \
-            domain, outbound_proxy, transport, display_name, push_kind, hex(push_enc), \
-            push_topic, push_env, app_id, app_version, expires, hex(secret_hash), \
-            hex(body_hash), last_put_ms, state, last_status)), '[]') \
-            FROM (SELECT * FROM devices ",
+            "SELECT CAST(group_concat(",
+            page_row!(),
+            ", '') AS BLOB) \
+            FROM (SELECT last_put_ms, last_status, state, load_image FROM devices ",
             $where,
             " ORDER BY device_id LIMIT ",
             $limit,
@@ -394,99 +499,6 @@ macro_rules! load_page_sqlite {
 }
 const LOAD_PAGE_SQLITE_FIRST: &str = load_page_sqlite!("", "$1");
 const LOAD_PAGE_SQLITE_AFTER: &str = load_page_sqlite!("WHERE device_id > $1", "$2");
-
-/// A row of [`LOAD_PAGE_SQLITE_FIRST`] / [`LOAD_PAGE_SQLITE_AFTER`]: the columns of [`DeviceRecord`] in order, blobs in hex.
-#[derive(serde::Deserialize)]
-struct PackedRow(
-    String,
-    i64,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    i64,
-    String,
-    i64,
-);
-
-impl PackedRow {
-    fn into_record(self) -> Result<DeviceRecord, String> {
-        let blob = |name: &str, hex_text: &str| {
-            unhex(hex_text).ok_or_else(|| format!("device {}: {name}: not hex", self.0))
-        };
-        Ok(DeviceRecord {
-            password_enc: blob("password_enc", &self.5)?,
-            push_enc: blob("push_enc", &self.11)?,
-            secret_hash: blob("secret_hash", &self.17)?,
-            body_hash: blob("body_hash", &self.18)?,
-            device_id: self.0,
-            binding_id: self.1,
-            contact_token: self.2,
-            username: self.3,
-            auth_username: self.4,
-            domain: self.6,
-            outbound_proxy: self.7,
-            transport: self.8,
-            display_name: self.9,
-            push_kind: self.10,
-            push_topic: self.12,
-            push_env: self.13,
-            app_id: self.14,
-            app_version: self.15,
-            expires: self.16,
-            last_put_ms: self.19,
-            state: self.20,
-            last_status: self.21,
-        })
-    }
-}
-
-/// Decodes SQLite's `hex()` (upper case; lower case accepted too). The `hex` crate's decoder
-/// collects without knowing the length and cost about 30 instructions a digit, most of the
-/// start-up load; this one looks each digit up in a table and checks once at the end.
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    /// A digit's value, or 0xFF (high bits set) for a byte that is not a hex digit.
-    const NIBBLE: [u8; 256] = {
-        let mut t = [0xFF; 256];
-        let mut c = 0;
-        while c < 10 {
-            t[b'0' as usize + c] = c as u8;
-            c += 1;
-        }
-        let mut c = 0;
-        while c < 6 {
-            t[b'A' as usize + c] = 10 + c as u8;
-            t[b'a' as usize + c] = 10 + c as u8;
-            c += 1;
-        }
-        t
-    };
-    let digits = text.as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    let mut out = vec![0u8; digits.len() / 2];
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let (hi, lo) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
-        bad |= hi | lo;
-        *o = hi << 4 | lo;
-    }
-    (bad & 0xF0 == 0).then_some(out)
-}
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -535,7 +547,8 @@ impl PgStore {
         &self,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        each: &mut PageSink<'_>,
+    ) -> Result<(usize, Option<String>), StoreError> {
         let sql = match after {
             Some(_) => format!(
                 "SELECT {COLUMNS} FROM devices WHERE device_id > $1 ORDER BY device_id LIMIT $2"
@@ -551,12 +564,17 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("postgres", "loading devices"))?;
-        rows.iter().map(Self::decode).collect()
+        let records = rows
+            .iter()
+            .map(Self::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let views: Vec<DeviceView<'_>> = records.iter().map(DeviceRecord::view).collect();
+        Ok(hand_over(views, each))
     }
 }
 
-sql_store!(SqliteStore, "sqlite");
-sql_store!(PgStore, "postgres");
+sql_store!(SqliteStore, "sqlite", true);
+sql_store!(PgStore, "postgres", false);
 
 #[cfg(test)]
 mod tests {
@@ -588,25 +606,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unhex_decodes_what_hex_encodes_and_rejects_the_rest() {
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(unhex(&hex::encode_upper(&all)), Some(all.clone()));
-        assert_eq!(unhex(&hex::encode(&all)), Some(all));
-        assert_eq!(unhex(""), Some(Vec::new()));
-        for bad in ["A", "0G", "zz", "0 ", "é0"] {
-            assert_eq!(unhex(bad), None, "{bad}");
-        }
-        // Every byte value in either position of a pair, against the definition.
-        for b in 0..=255u8 {
-            let ok = b.is_ascii_hexdigit();
-            for pair in [[b, b'0'], [b'0', b]] {
-                let got = std::str::from_utf8(&pair).ok().and_then(unhex);
-                let want = ok.then(|| {
-                    vec![u8::from_str_radix(std::str::from_utf8(&pair).unwrap(), 16).unwrap()]
-                });
-                assert_eq!(got, want, "{pair:?}");
-            }
+    /// The page decoder's model of SQLite's `char()` (which encodes the state's length) is
+    /// what SQLite writes, at every width and at the edges of each.
+    #[tokio::test]
+    async fn sqlite_char_is_encoded_as_the_decoder_expects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("v.db")).await.unwrap();
+        for c in [
+            0, 0x7F, 0x80, 0x7FF, 0x800, 0xD800, 0xFFFF, 0x10000, 0x10FFFF,
+        ] {
+            let bytes: Vec<u8> = sqlx::query_scalar("SELECT CAST(char($1) AS BLOB)")
+                .bind(i64::from(c))
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(bytes, super::packed::tests::sqlite_char(c), "{c:#x}");
         }
     }
 }
