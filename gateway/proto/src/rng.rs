@@ -19,6 +19,19 @@ pub struct CoreRng(ChaCha8Rng);
 /// escaping anywhere.
 const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
+/// `N` random token characters on the stack ([`CoreRng::tag_token`],
+/// [`CoreRng::call_id_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token<const N: usize>([u8; N]);
+
+impl<const N: usize> Token<N> {
+    /// The characters.
+    pub fn as_str(&self) -> &str {
+        // Only ALPHABET characters, which are ASCII, are written.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
 /// The unused six-bit groups of the last draw of a token being generated.
 #[derive(Default)]
 struct TokenBits {
@@ -118,16 +131,29 @@ impl CoreRng {
 
     /// A fresh From/To tag (10 characters, about 59 bits of randomness).
     pub fn tag(&mut self) -> String {
-        let mut s = String::with_capacity(10);
-        self.push_token(&mut s, 10);
-        s
+        self.tag_token().as_str().to_owned()
+    }
+
+    /// [`Self::tag`] on the stack, for a caller that copies it anyway.
+    pub fn tag_token(&mut self) -> Token<10> {
+        self.token()
     }
 
     /// A fresh Call-ID local part (20 characters, about 119 bits of randomness).
     pub fn call_id(&mut self) -> String {
-        let mut s = String::with_capacity(20);
-        self.push_token(&mut s, 20);
-        s
+        self.call_id_token().as_str().to_owned()
+    }
+
+    /// [`Self::call_id`] on the stack, for a caller that copies it anyway (the registration
+    /// engine packs it into the binding's strings).
+    pub fn call_id_token(&mut self) -> Token<20> {
+        self.token()
+    }
+
+    fn token<const N: usize>(&mut self) -> Token<N> {
+        let mut t = Token([0; N]);
+        self.fill_token(&mut t.0);
+        t
     }
 
     /// Fills `dest` with random bytes (client nonces, tokens).
@@ -146,6 +172,9 @@ mod tests {
         let mut b = CoreRng::from_seed(7);
         assert_eq!(a.branch(), b.branch());
         assert_eq!(a.tag(), b.tag());
+        assert_eq!(a.tag_token(), b.tag_token());
+        assert_eq!(a.call_id(), b.call_id_token().as_str());
+        assert_eq!(a.tag_token().as_str().len(), 10);
         assert_ne!(
             CoreRng::from_seed(8).call_id(),
             CoreRng::from_seed(7).call_id()

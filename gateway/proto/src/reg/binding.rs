@@ -142,7 +142,7 @@ pub(crate) fn pack(
     // (read back through `Binding::auth_user`), a dozen bytes less per binding.
     let stored_auth_user = if auth_user == cfg.user { "" } else { auth_user };
     // A valid token is never empty, so "" unambiguously means the id's token.
-    let stored_token = if cfg.contact_token == id_token(id) {
+    let stored_token = if cfg.contact_token == id_token_in(id, &mut [0; 16]) {
         ""
     } else {
         cfg.contact_token.as_str()
