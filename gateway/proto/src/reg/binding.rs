@@ -468,6 +468,163 @@ mod tests {
         assert_eq!(b.token(id), "k7Qd2");
     }
 
+    /// Every REGISTER of `cfg`'s binding in `cases` (unregister flag, challenges to take
+    /// before it), printed with a fixed seed.
+    fn requests(
+        cfg: &BindingConfig,
+        reg: &RegConfig,
+        old_token: &str,
+        cases: &[(bool, &[(crate::auth::ChallengeKind, &str)])],
+    ) -> Vec<String> {
+        let id = BindingId(0xfeed);
+        let (strings, site) = pack(id, cfg, reg, "cid0123456789", "tag42", old_token).unwrap();
+        let mut b = Binding::new(strings, PeerIdx::for_test(0), cfg.expires);
+        let mut rng = CoreRng::from_seed(3);
+        let mut scratch = Scratch::default();
+        cases
+            .iter()
+            .map(|&(unregister, challenges)| {
+                for &(kind, c) in challenges {
+                    digest::handle_challenge(&mut b.auth, &site.domain, kind, [c]).unwrap();
+                }
+                let (bytes, branch) =
+                    b.register_request(id, &site, reg, &mut rng, unregister, &mut scratch);
+                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                assert!(text.contains(&*branch));
+                text
+            })
+            .collect()
+    }
+
+    #[test]
+    fn register_request_bytes() {
+        use crate::auth::ChallengeKind::{Proxy, Www};
+        // Printed by the Printer-based builder this replaced, same seed: the requests must
+        // stay byte for byte what they were.
+        let mut cfg = BindingConfig {
+            user: "alice".into(),
+            domain: "example.org".into(),
+            auth_user: None,
+            password: crate::auth::Password::new("pw"),
+            outbound_proxy: None,
+            upstream: Peer::udp("192.0.2.1:5060".parse().unwrap()),
+            expires: 600,
+            contact_token: "000000000000feed".into(),
+        };
+        let reg = RegConfig::new("gw.example.net:5060");
+        let www = "Digest realm=\"example.org\", nonce=\"n0nce\", qop=\"auth\"";
+        let got = requests(&cfg, &reg, "", &[(false, &[]), (false, &[(Www, www)])]);
+        let expected = [
+            concat!(
+                "REGISTER sip:example.org SIP/2.0\r\n",
+                "Via: SIP/2.0/UDP gw.example.net:5060;branch=z9hG4bKdlOvbQ7y69cmfkjK;rport\r\n",
+                "Max-Forwards: 70\r\n",
+                "From: <sip:alice@example.org>;tag=tag42\r\n",
+                "To: <sip:alice@example.org>\r\n",
+                "Call-ID: cid0123456789\r\n",
+                "CSeq: 1 REGISTER\r\n",
+                "Contact: <sip:000000000000feed@gw.example.net:5060;transport=udp>;expires=600\r\n",
+                "Expires: 600\r\n",
+                "Content-Length: 0\r\n",
+                "\r\n",
+            ),
+            concat!(
+                "REGISTER sip:example.org SIP/2.0\r\n",
+                "Via: SIP/2.0/UDP gw.example.net:5060;branch=z9hG4bK0A6aMdZ5I9Rwj2Pp;rport\r\n",
+                "Max-Forwards: 70\r\n",
+                "From: <sip:alice@example.org>;tag=tag42\r\n",
+                "To: <sip:alice@example.org>\r\n",
+                "Call-ID: cid0123456789\r\n",
+                "CSeq: 2 REGISTER\r\n",
+                "Contact: <sip:000000000000feed@gw.example.net:5060;transport=udp>;expires=600\r\n",
+                "Expires: 600\r\n",
+                "Authorization: Digest username=\"alice\", realm=\"example.org\", nonce=\"n0nce\", uri=\"sip:example.org\", response=\"33e2ef70ae1355951bc205645e25514a\", cnonce=\"0KEdqTFZjKwnIqMzMSpVVRfy\", qop=auth, nc=00000001\r\n",
+                "Content-Length: 0\r\n",
+                "\r\n",
+            ),
+        ];
+        assert_eq!(got, expected);
+        cfg.outbound_proxy = Some("sbc.example.org:5061".into());
+        cfg.upstream = Peer {
+            transport: Transport::Tcp,
+            addr: "192.0.2.1:5061".parse().unwrap(),
+        };
+        cfg.contact_token = "k7Qd2".into();
+        cfg.auth_user = Some("alice-auth".into());
+        cfg.expires = 3600;
+        let mut reg = RegConfig::new("[2001:db8::1]:5070");
+        reg.user_agent = Some("Vigil/1.0 ".into());
+        let proxy =
+            "Digest realm=\"sbc\", nonce=\"pn\", algorithm=MD5-sess, qop=\"auth\", opaque=\"op\"";
+        let www2 = "Digest realm=\"other\", nonce=\"wn\", algorithm=SHA-256";
+        let got = requests(
+            &cfg,
+            &reg,
+            "old7",
+            &[
+                (false, &[(Proxy, proxy)]),
+                (false, &[(Www, www2)]),
+                (true, &[]),
+            ],
+        );
+        let expected = [
+            concat!(
+                "REGISTER sip:example.org SIP/2.0\r\n",
+                "Via: SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bKwnIqMzMSpVVRfyHj;rport\r\n",
+                "Max-Forwards: 70\r\n",
+                "From: <sip:alice@example.org>;tag=tag42\r\n",
+                "To: <sip:alice@example.org>\r\n",
+                "Call-ID: cid0123456789\r\n",
+                "CSeq: 1 REGISTER\r\n",
+                "Route: <sip:sbc.example.org:5061;lr>\r\n",
+                "Contact: <sip:k7Qd2@[2001:db8::1]:5070;transport=tcp>;expires=3600\r\n",
+                "Contact: <sip:old7@[2001:db8::1]:5070;transport=tcp>;expires=0\r\n",
+                "Expires: 3600\r\n",
+                "Proxy-Authorization: Digest username=\"alice-auth\", realm=\"sbc\", nonce=\"pn\", uri=\"sip:example.org\", response=\"e4fbabfd4b5acd30abead0fef715ac8b\", algorithm=MD5-sess, cnonce=\"dlOvbQ7y69cmfkjKCMQT0KEd\", opaque=\"op\", qop=auth, nc=00000001\r\n",
+                "User-Agent: Vigil/1.0\r\n",
+                "Content-Length: 0\r\n",
+                "\r\n",
+            ),
+            concat!(
+                "REGISTER sip:example.org SIP/2.0\r\n",
+                "Via: SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bK0A6aMdZ5I9Rwj2Pp;rport\r\n",
+                "Max-Forwards: 70\r\n",
+                "From: <sip:alice@example.org>;tag=tag42\r\n",
+                "To: <sip:alice@example.org>\r\n",
+                "Call-ID: cid0123456789\r\n",
+                "CSeq: 2 REGISTER\r\n",
+                "Route: <sip:sbc.example.org:5061;lr>\r\n",
+                "Contact: <sip:k7Qd2@[2001:db8::1]:5070;transport=tcp>;expires=3600\r\n",
+                "Contact: <sip:old7@[2001:db8::1]:5070;transport=tcp>;expires=0\r\n",
+                "Expires: 3600\r\n",
+                "Proxy-Authorization: Digest username=\"alice-auth\", realm=\"sbc\", nonce=\"pn\", uri=\"sip:example.org\", response=\"368db99e81cc2d456c8d574f669ea62a\", algorithm=MD5-sess, cnonce=\"dlOvbQ7y69cmfkjKCMQT0KEd\", opaque=\"op\", qop=auth, nc=00000002\r\n",
+                "Authorization: Digest username=\"alice-auth\", realm=\"other\", nonce=\"wn\", uri=\"sip:example.org\", response=\"9178209c1be0ebf634dce2cc2162c45a82754b075d9665c4ee5fe3285756db46\", algorithm=SHA-256\r\n",
+                "User-Agent: Vigil/1.0\r\n",
+                "Content-Length: 0\r\n",
+                "\r\n",
+            ),
+            concat!(
+                "REGISTER sip:example.org SIP/2.0\r\n",
+                "Via: SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bKkXQavyN1QgEPNSGt;rport\r\n",
+                "Max-Forwards: 70\r\n",
+                "From: <sip:alice@example.org>;tag=tag42\r\n",
+                "To: <sip:alice@example.org>\r\n",
+                "Call-ID: cid0123456789\r\n",
+                "CSeq: 3 REGISTER\r\n",
+                "Route: <sip:sbc.example.org:5061;lr>\r\n",
+                "Contact: <sip:k7Qd2@[2001:db8::1]:5070;transport=tcp>;expires=0\r\n",
+                "Contact: <sip:old7@[2001:db8::1]:5070;transport=tcp>;expires=0\r\n",
+                "Expires: 0\r\n",
+                "Proxy-Authorization: Digest username=\"alice-auth\", realm=\"sbc\", nonce=\"pn\", uri=\"sip:example.org\", response=\"c44b436b4e377a6b5805ed7a3ad1c3f4\", algorithm=MD5-sess, cnonce=\"dlOvbQ7y69cmfkjKCMQT0KEd\", opaque=\"op\", qop=auth, nc=00000003\r\n",
+                "Authorization: Digest username=\"alice-auth\", realm=\"other\", nonce=\"wn\", uri=\"sip:example.org\", response=\"9178209c1be0ebf634dce2cc2162c45a82754b075d9665c4ee5fe3285756db46\", algorithm=SHA-256\r\n",
+                "User-Agent: Vigil/1.0\r\n",
+                "Content-Length: 0\r\n",
+                "\r\n",
+            ),
+        ];
+        assert_eq!(got, expected);
+    }
+
     #[test]
     fn retry_after_forms() {
         assert_eq!(retry_after(&resp("Retry-After: 120\r\n")), Some(120));
