@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::msg::{decimal, HeaderName, Message, Method, Printer};
+use crate::msg::{decimal_bytes, CleanRequest, HeaderName, Message, Method};
 use crate::rng::{CoreRng, BRANCH_MAGIC};
 use crate::timer::TimerId;
 use crate::txn::Transport;
@@ -170,7 +170,6 @@ pub(crate) fn pack(
 /// nothing per binding).
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    line: String,
     uri: String,
     credentials: String,
     /// Boxed: a hundred bytes the engine's other state need not carry inline.
@@ -243,26 +242,25 @@ impl Binding {
         };
         let expires = if unregister { 0 } else { self.expires };
         let upstream = site.peer;
-        let domain = &*site.domain;
-        // Every value is assembled in `v` and copied by the printer, so one scratch string
-        // serves all header lines: the REGISTER path runs once per binding per refresh, and
-        // `format!` plus an owned string per header stood out in its profile. The engine
-        // lends the strings, so a REGISTER allocates none of them.
+        let domain = site.domain.as_bytes();
+        // Every line is written straight into the request's buffer from its parts: the
+        // REGISTER path runs once per binding per refresh (twice with a challenge), and
+        // assembling each value in a string to copy it again, or `format!`, stood out in its
+        // profile. The engine lends the URI and credentials strings, so a REGISTER allocates
+        // only its buffer and its branch.
         let Scratch {
-            line: v,
             uri,
             credentials,
             ha2,
         } = scratch;
-        v.clear();
         uri.clear();
         credentials.clear();
         uri.push_str("sip:");
-        uri.push_str(domain);
-        let transport = match upstream.transport {
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-            _ => "udp",
+        uri.push_str(&site.domain);
+        let transport: &[u8] = match upstream.transport {
+            Transport::Tcp => b"tcp",
+            Transport::Tls => b"tls",
+            _ => b"udp",
         };
         // `pack` stores the auth user only when it differs from the user.
         let auth_user = match self.strings.get(AUTH_USER) {
@@ -286,84 +284,87 @@ impl Binding {
             );
         }
         let s = &self.strings;
-        let local = &*reg.local_addr;
+        let local = reg.local_addr.as_bytes();
         // Room for the request with its credentials, so the buffer is never regrown.
         let capacity = 512 + credentials.len();
-        let mut p = Printer::request_clean(Method::Register.as_str(), uri, capacity);
-        v.push_str("SIP/2.0/");
-        v.push_str(upstream.transport.via_token());
-        v.push(' ');
-        v.push_str(local);
-        v.push_str(";branch=");
+        let mut p = CleanRequest::new(Method::Register.as_str(), uri, capacity);
         let mut branch = String::with_capacity(BRANCH_MAGIC.len() + 16);
         rng.push_branch(&mut branch);
-        v.push_str(&branch);
-        v.push_str(";rport");
-        p.header_clean(&HeaderName::Via, v);
-        p.header_clean(&HeaderName::MaxForwards, "70");
-        let aor = |v: &mut String| {
-            v.clear();
-            v.push_str("<sip:");
-            v.push_str(s.get(USER));
-            v.push('@');
-            v.push_str(domain);
-            v.push('>');
-        };
-        aor(v);
-        v.push_str(";tag=");
-        v.push_str(s.get(TAG));
-        p.header_clean(&HeaderName::From, v);
-        aor(v);
-        p.header_clean(&HeaderName::To, v);
-        p.header_clean(&HeaderName::CallId, s.get(CALL_ID));
-        v.clear();
-        v.push_str(decimal(&mut [0; 20], u64::from(self.cseq)));
-        v.push_str(" REGISTER");
-        p.header_clean(&HeaderName::CSeq, v);
-        let proxy = &*site.proxy;
+        p.header(
+            &HeaderName::Via,
+            [
+                b"SIP/2.0/",
+                upstream.transport.via_token().as_bytes(),
+                b" ",
+                local,
+                b";branch=",
+                branch.as_bytes(),
+                b";rport",
+            ],
+        );
+        p.header(&HeaderName::MaxForwards, [b"70"]);
+        let user = s.get(USER).as_bytes();
+        let tag = s.get(TAG).as_bytes();
+        p.header(
+            &HeaderName::From,
+            [b"<sip:", user, b"@", domain, b">;tag=", tag],
+        );
+        p.header(&HeaderName::To, [b"<sip:", user, b"@", domain, b">"]);
+        p.header(&HeaderName::CallId, [s.get(CALL_ID).as_bytes()]);
+        p.header(
+            &HeaderName::CSeq,
+            [
+                decimal_bytes(&mut [0; 20], u64::from(self.cseq)),
+                b" REGISTER",
+            ],
+        );
+        let proxy = site.proxy.as_bytes();
         if !proxy.is_empty() {
-            v.clear();
-            v.push_str("<sip:");
-            v.push_str(proxy);
-            v.push_str(";lr>");
-            p.header_clean(&HeaderName::Route, v);
+            p.header(&HeaderName::Route, [b"<sip:", proxy, b";lr>"]);
         }
         // The expiry is printed twice (Contact, Expires): its digits are made once.
         let mut digits = [0; 20];
-        let expires_text = decimal(&mut digits, u64::from(expires));
-        let contact = |v: &mut String, token: &str, expires: &str| {
-            v.clear();
-            v.push_str("<sip:");
-            v.push_str(token);
-            v.push('@');
-            v.push_str(local);
-            v.push_str(";transport=");
-            v.push_str(transport);
-            v.push_str(">;expires=");
-            v.push_str(expires);
+        let expires_text = decimal_bytes(&mut digits, u64::from(expires));
+        let mut token = [0; 16];
+        let contact = |p: &mut CleanRequest, token: &[u8], expires: &[u8]| {
+            p.header(
+                &HeaderName::Contact,
+                [
+                    b"<sip:",
+                    token,
+                    b"@",
+                    local,
+                    b";transport=",
+                    transport,
+                    b">;expires=",
+                    expires,
+                ],
+            );
         };
-        contact(v, self.token_in(id, &mut [0; 16]), expires_text);
-        p.header_clean(&HeaderName::Contact, v);
-        let old = s.get(OLD_TOKEN);
+        contact(
+            &mut p,
+            self.token_in(id, &mut token).as_bytes(),
+            expires_text,
+        );
+        let old = s.get(OLD_TOKEN).as_bytes();
         if !old.is_empty() {
-            contact(v, old, "0");
-            p.header_clean(&HeaderName::Contact, v);
+            contact(&mut p, old, b"0");
         }
-        p.header_clean(&HeaderName::Expires, expires_text);
+        p.header(&HeaderName::Expires, [expires_text]);
         let mut from = 0;
         for &(kind, end) in &ends {
             let name = match kind {
                 crate::auth::ChallengeKind::Www => HeaderName::Authorization,
                 crate::auth::ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
             };
-            p.header_clean(&name, &credentials[from..end]);
+            p.header(&name, [credentials[from..end].as_bytes()]);
             from = end;
         }
         if let Some(ua) = &reg.user_agent {
             // Configured text: printable, but may end in a space.
-            p.header(&HeaderName::UserAgent, ua);
+            p.header_sanitized(&HeaderName::UserAgent, ua);
         }
-        (p.finish_bytes(None, &[]), branch.into_boxed_str())
+        (p.finish(), branch.into_boxed_str())
     }
 }
 
