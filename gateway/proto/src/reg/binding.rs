@@ -13,7 +13,7 @@ use crate::timer::TimerId;
 use crate::txn::Transport;
 
 use super::digest::{self, Auth};
-use super::peers::{PeerIdx, Site};
+use super::peers::{PeerIdx, Site, SiteRef};
 use super::strings::Packed;
 use super::{BindingConfig, BindingError, BindingField, BindingId, BindingPhase, RegConfig};
 
@@ -116,6 +116,20 @@ pub(crate) fn pack(
     tag: &str,
     old_token: &str,
 ) -> Result<(Packed<FIELDS>, Site), BindingError> {
+    let (strings, site) = pack_ref(id, cfg, reg, call_id, tag, old_token)?;
+    Ok((strings, site.to_site()))
+}
+
+/// [`pack`] with the site borrowed from `cfg`: [`super::peers::Peers::intern_ref`] copies
+/// it only when it is new, so adding a binding to a known site allocates nothing for it.
+pub(crate) fn pack_ref<'c>(
+    id: BindingId,
+    cfg: &'c BindingConfig,
+    reg: &RegConfig,
+    call_id: &str,
+    tag: &str,
+    old_token: &str,
+) -> Result<(Packed<FIELDS>, SiteRef<'c>), BindingError> {
     use BindingField::*;
     check(charset(&cfg.user, 128, is_user_char), User)?;
     check(charset(&cfg.domain, 260, is_host_char), Domain)?;
@@ -157,10 +171,10 @@ pub(crate) fn pack(
         old_token,
     ])
     .map_err(|_| BindingError::InvalidField(User))?;
-    let site = Site {
+    let site = SiteRef {
         peer: cfg.upstream,
-        domain: cfg.domain.as_str().into(),
-        proxy: proxy.into(),
+        domain: &cfg.domain,
+        proxy,
     };
     Ok((strings, site))
 }

@@ -215,8 +215,8 @@ impl Registrations {
         let call_id = self.rng.call_id_token();
         let tag = self.rng.tag_token();
         let (strings, site) =
-            binding::pack(id, &cfg, &self.config, call_id.as_str(), tag.as_str(), "")?;
-        let upstream = self.peers.intern(site);
+            binding::pack_ref(id, &cfg, &self.config, call_id.as_str(), tag.as_str(), "")?;
+        let upstream = self.peers.intern_ref(site);
         self.bindings
             .insert(id, Binding::new(strings, upstream, cfg.expires));
         self.enqueue(id, false);
