@@ -13,9 +13,10 @@
 //! - **O(1) `poll_timeout`.** The minimum is the heap root. A wheel only knows which slot is
 //!   next after scanning (or keeping a bitmap per level), and a hierarchical wheel must cascade.
 //! - **Real cancellation.** Every entry records its position in the heap, so [`Timers::cancel`]
-//!   removes it in O(log n) and frees its slot at once. There are no tombstones: the memory
-//!   held is bounded by the number of *live* timers, and a cancelled entry can never surface
-//!   as the root, which keeps `poll_timeout` exact without lazy clean-up.
+//!   removes it in O(log n) and frees its slot at once. There are no tombstones in the heap:
+//!   its memory is bounded by the number of *live* timers, and a cancelled entry can never
+//!   surface as the root, which keeps `poll_timeout` exact without lazy clean-up. (The
+//!   fixed-interval lanes below trade that for O(1) inserts, within stated bounds.)
 //! - **Deterministic order.** Entries fire by `(deadline, insertion sequence)`, so two timers
 //!   with the same deadline fire in the order they were set, on every run.
 //!
