@@ -106,6 +106,8 @@ impl LaneEntry {
 #[derive(Debug)]
 struct Lane {
     after: std::time::Duration,
+    /// `after` in nanoseconds, the unit of keys (saturating).
+    after_nanos: u64,
     /// In `(time, seq)` order; the front, if any, is live.
     queue: VecDeque<LaneEntry>,
     /// The number of `queue[0]`: entries are numbered in the order they were appended
@@ -129,6 +131,14 @@ const MAX_LANES: usize = 7;
 const LANE_SHIFT: u32 = 29;
 const POS_MASK: u32 = (1 << LANE_SHIFT) - 1;
 
+/// `d` in nanoseconds in u64 arithmetic (`as_nanos` is u128), saturating past 584 years.
+fn nanos(d: std::time::Duration) -> u64 {
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
+}
+
 /// The middle of the `u64` deadline scale: [`Timers::base`] itself.
 const MID: u64 = 1 << 63;
 
@@ -149,6 +159,9 @@ pub struct Timers<T> {
     lanes: Vec<Lane>,
     /// Live entries in all lanes.
     lane_live: usize,
+    /// The last `now` a lane insert keyed, and its key: the transaction layer arms two or
+    /// three timers per input at the same `now`, and a lane's key is then one add.
+    now_key: Option<(Instant, u64)>,
     /// The generation a newly pushed slot starts at: past that of every slot
     /// [`Self::shrink_to_fit`] dropped, so a stale handle to a dropped slot stays stale
     /// when the slot vector grows back over it.
@@ -172,6 +185,7 @@ impl<T> Timers<T> {
             base: None,
             lanes: Vec::new(),
             lane_live: 0,
+            now_key: None,
             new_gen: 0,
         }
     }
@@ -186,6 +200,7 @@ impl<T> Timers<T> {
             base: None,
             lanes: Vec::new(),
             lane_live: 0,
+            now_key: None,
             new_gen: 0,
         }
     }
@@ -214,6 +229,7 @@ impl<T> Timers<T> {
         }
         self.lanes.push(Lane {
             after,
+            after_nanos: nanos(after),
             queue: VecDeque::new(),
             head: 0,
         });
@@ -226,14 +242,13 @@ impl<T> Timers<T> {
     /// Schedules `value` to fire `after` from `now`: [`Self::insert`] at `now + after`, in
     /// O(1) when `after` has a lane ([`Self::add_lane`]).
     pub fn insert_after(&mut self, now: Instant, after: std::time::Duration, value: T) -> TimerId {
-        let deadline = now + after;
         let Some(k) = self.lane_of(after) else {
-            return self.insert(deadline, value);
+            return self.insert(now + after, value);
         };
-        let time = self.key(deadline);
+        let time = self.lane_key(now, k);
         if self.lanes[k].queue.back().is_some_and(|b| b.time > time) {
             // Out of order (`now` went backwards): the heap keeps it exact.
-            return self.insert(deadline, value);
+            return self.insert(now + after, value);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -478,16 +493,31 @@ impl<T> Timers<T> {
         self.heap.shrink_to_fit();
     }
 
+    /// The key of `now` plus lane `k`'s interval: [`Self::key`] of that deadline, from the
+    /// key of `now` kept in `now_key`. Exact: at or after `base` both are `MID` plus the
+    /// nanoseconds since `base`, saturating at `u64::MAX` alike; before `base` (a `now`
+    /// earlier than the first deadline), the deadline is keyed afresh.
+    fn lane_key(&mut self, now: Instant, k: usize) -> u64 {
+        let now_key = match self.now_key {
+            Some((t, key)) if t == now => key,
+            _ => {
+                let key = self.key(now);
+                self.now_key = Some((now, key));
+                key
+            }
+        };
+        let lane = &self.lanes[k];
+        if now_key >= MID {
+            now_key.saturating_add(lane.after_nanos)
+        } else {
+            let after = lane.after;
+            self.key(now + after)
+        }
+    }
+
     /// `deadline` on the integer scale (see `base`).
     fn key(&mut self, deadline: Instant) -> u64 {
         let base = *self.base.get_or_insert(deadline);
-        // In u64 arithmetic (`as_nanos` is u128), saturating past 584 years.
-        let nanos = |d: std::time::Duration| {
-            d.as_secs()
-                .checked_mul(1_000_000_000)
-                .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
-                .unwrap_or(u64::MAX)
-        };
         match deadline.checked_duration_since(base) {
             Some(after) => MID.saturating_add(nanos(after).min(MID - 1)),
             None => MID - nanos(base.duration_since(deadline)).min(MID),
@@ -705,6 +735,24 @@ mod tests {
     #[test]
     fn a_slot_is_three_words() {
         assert_eq!(std::mem::size_of::<Slot<u64>>(), 24);
+    }
+
+    /// A lane's key, made from the kept key of `now`, is the deadline's own key, on either
+    /// side of the base and where the scale saturates.
+    #[test]
+    fn lane_keys_are_deadline_keys() {
+        let t0 = epoch() + Duration::from_secs(1000);
+        let year = Duration::from_secs(365 * 86_400);
+        for after in [ms(1), ms(500), Duration::from_secs(32), year * 300] {
+            for now in [t0, t0 - ms(3), t0 + ms(7), t0 + year * 250, t0 + year * 291] {
+                let mut t: Timers<()> = Timers::new();
+                t.insert(t0, ());
+                t.add_lane(after);
+                let fast = t.lane_key(now, 0);
+                assert_eq!(fast, t.lane_key(now, 0), "kept key");
+                assert_eq!(fast, t.key(now + after), "{after:?} at {:?}", now - epoch());
+            }
+        }
     }
 
     /// Lane numbers wrap without losing track of their entries.
