@@ -371,7 +371,7 @@ impl Binding {
                 crate::auth::ChallengeKind::Www => HeaderName::Authorization,
                 crate::auth::ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
             };
-            p.header(&name, [credentials[from..end].as_bytes()]);
+            p.header(&name, [&credentials.as_bytes()[from..end]]);
             from = end;
         }
         if let Some(ua) = &reg.user_agent {
