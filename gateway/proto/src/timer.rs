@@ -13,9 +13,10 @@
 //! - **O(1) `poll_timeout`.** The minimum is the heap root. A wheel only knows which slot is
 //!   next after scanning (or keeping a bitmap per level), and a hierarchical wheel must cascade.
 //! - **Real cancellation.** Every entry records its position in the heap, so [`Timers::cancel`]
-//!   removes it in O(log n) and frees its slot at once. There are no tombstones: the memory
-//!   held is bounded by the number of *live* timers, and a cancelled entry can never surface
-//!   as the root, which keeps `poll_timeout` exact without lazy clean-up.
+//!   removes it in O(log n) and frees its slot at once. There are no tombstones in the heap:
+//!   its memory is bounded by the number of *live* timers, and a cancelled entry can never
+//!   surface as the root, which keeps `poll_timeout` exact without lazy clean-up. (The
+//!   fixed-interval lanes below trade that for O(1) inserts, within stated bounds.)
 //! - **Deterministic order.** Entries fire by `(deadline, insertion sequence)`, so two timers
 //!   with the same deadline fire in the order they were set, on every run.
 //!
@@ -25,9 +26,25 @@
 //! than chasing slot indices. SIP timers are set and cancelled a few times per transaction,
 //! so this is far below the cost of parsing one message.
 //!
+//! # Fixed-interval lanes
+//!
+//! Most transaction timers are set a fixed interval after the moment they are set (Timer F
+//! at 64·T1, K at T4, E's first shot at T1), so among themselves they expire in the order
+//! they were set. [`Timers::add_lane`] gives such an interval a FIFO: [`Timers::insert_after`]
+//! appends to it in O(1) instead of sifting a heap that holds thousands of later K and F
+//! timers (in the registration engine's profile, heap inserts and cancels cost more than
+//! building the REGISTER's headers). A cancelled lane entry is left in place, marked dead by
+//! its slot's generation, and dropped when it reaches the front; fronts are kept live after
+//! every removal, so [`Timers::poll_timeout`] stays exact and O(1) in the number of lanes.
+//! The dead entries a lane holds are bounded by what was set within its interval. Order is
+//! still `(deadline, insertion sequence)` across heap and lanes: the earliest entry is the
+//! least of the heap root and the lane fronts. A deadline that would not go to the back of
+//! its lane in order (a `now` that went backwards) goes to the heap instead.
+//!
 //! Handles ([`TimerId`]) carry a generation: once a timer fired or was cancelled, its handle
 //! is dead even if the slot is reused, so a stale handle can never cancel someone else's timer.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Handle of one pending deadline in a [`Timers`]. Copyable; stale after it fired or was
@@ -60,9 +77,66 @@ impl HeapEntry {
 struct Slot<T> {
     /// Bumped every time the slot is vacated, so old handles stop matching.
     gen: u32,
-    /// Index of this slot's entry in `Timers::heap` while occupied.
+    /// Where this slot's entry is while occupied: its index in `Timers::heap`, or for lane
+    /// `k`, `(k + 1) << LANE_SHIFT` with the entry's number in its lane (see [`Lane::head`])
+    /// in the low bits. One word for both, so a slot is no larger than before lanes (a
+    /// binding keeps one).
     pos: u32,
     value: Option<T>,
+}
+
+/// One lane entry: the heap's key, and the generation of the slot it was set in (a
+/// different one means the entry was cancelled, see [`Timers::is_live`]).
+#[derive(Debug, Clone, Copy)]
+struct LaneEntry {
+    time: u64,
+    seq: u64,
+    slot: u32,
+    gen: u32,
+}
+
+impl LaneEntry {
+    #[inline]
+    fn key(&self) -> (u64, u64) {
+        (self.time, self.seq)
+    }
+}
+
+/// The FIFO of one fixed interval; see the module documentation.
+#[derive(Debug)]
+struct Lane {
+    after: std::time::Duration,
+    /// `after` in nanoseconds, the unit of keys (saturating).
+    after_nanos: u64,
+    /// In `(time, seq)` order; the front, if any, is live.
+    queue: VecDeque<LaneEntry>,
+    /// The number of `queue[0]`: entries are numbered in the order they were appended
+    /// (modulo 2^LANE_SHIFT), so a slot's `pos` finds its entry however many were popped
+    /// since.
+    head: u32,
+}
+
+/// Where a live handle's entry is.
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    Heap(usize),
+    /// Lane index and position in its queue.
+    Lane(usize, usize),
+}
+
+/// Most lanes a [`Timers`] keeps (a slot's `pos` records its lane in three bits).
+const MAX_LANES: usize = 7;
+/// Where a slot's `pos` keeps its lane; the heap index or lane number is below it. A heap
+/// of 2^29 entries (12 GiB) is far past any memory this runs in.
+const LANE_SHIFT: u32 = 29;
+const POS_MASK: u32 = (1 << LANE_SHIFT) - 1;
+
+/// `d` in nanoseconds in u64 arithmetic (`as_nanos` is u128), saturating past 584 years.
+fn nanos(d: std::time::Duration) -> u64 {
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 /// The middle of the `u64` deadline scale: [`Timers::base`] itself.
@@ -81,6 +155,17 @@ pub struct Timers<T> {
     /// 2^63, so earlier ones fit too), a plain integer compare. That covers ±292 years
     /// exactly; a deadline further out is clamped there.
     base: Option<Instant>,
+    /// Fixed-interval lanes ([`Self::add_lane`]); none unless asked for.
+    lanes: Vec<Lane>,
+    /// Live entries in all lanes.
+    lane_live: usize,
+    /// The last `now` a lane insert keyed, and its key: the transaction layer arms two or
+    /// three timers per input at the same `now`, and a lane's key is then one add.
+    now_key: Option<(Instant, u64)>,
+    /// The generation a newly pushed slot starts at: past that of every slot
+    /// [`Self::shrink_to_fit`] dropped, so a stale handle to a dropped slot stays stale
+    /// when the slot vector grows back over it.
+    new_gen: u32,
 }
 
 impl<T> Default for Timers<T> {
@@ -98,6 +183,10 @@ impl<T> Timers<T> {
             heap: Vec::new(),
             next_seq: 0,
             base: None,
+            lanes: Vec::new(),
+            lane_live: 0,
+            now_key: None,
+            new_gen: 0,
         }
     }
 
@@ -109,6 +198,10 @@ impl<T> Timers<T> {
             heap: Vec::with_capacity(n),
             next_seq: 0,
             base: None,
+            lanes: Vec::new(),
+            lane_live: 0,
+            now_key: None,
+            new_gen: 0,
         }
     }
 
@@ -120,17 +213,86 @@ impl<T> Timers<T> {
 
     /// Number of pending deadlines.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.lane_live
     }
 
     /// Whether no deadline is pending.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len() == 0
     }
 
-    /// The earliest pending deadline, in O(1).
+    /// The earliest pending deadline, in O(1) (a compare per lane).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.heap.first().map(|e| self.instant(e.time))
+        self.earliest().map(|(_, time)| self.instant(time))
+    }
+
+    /// Keeps the timers set `after` from their insertion time ([`Self::insert_after`]) in a
+    /// FIFO rather than the heap; see the module documentation. A zero, repeated or
+    /// eighth interval is ignored (those timers go to the heap, as every timer without lanes).
+    pub fn add_lane(&mut self, after: std::time::Duration) {
+        if after.is_zero() || self.lanes.len() >= MAX_LANES || self.lane_of(after).is_some() {
+            return;
+        }
+        self.lanes.push(Lane {
+            after,
+            after_nanos: nanos(after),
+            queue: VecDeque::new(),
+            head: 0,
+        });
+    }
+
+    fn lane_of(&self, after: std::time::Duration) -> Option<usize> {
+        self.lanes.iter().position(|l| l.after == after)
+    }
+
+    /// Schedules `value` to fire `after` from `now`: [`Self::insert`] at `now + after`, in
+    /// O(1) when `after` has a lane ([`Self::add_lane`]).
+    pub fn insert_after(&mut self, now: Instant, after: std::time::Duration, value: T) -> TimerId {
+        let Some(k) = self.lane_of(after) else {
+            return self.insert(now + after, value);
+        };
+        let time = self.lane_key(now, k);
+        if self.lanes[k].queue.back().is_some_and(|b| b.time > time) {
+            // Out of order (`now` went backwards): the heap keeps it exact.
+            return self.insert(now + after, value);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let slot = self.take_slot();
+        let lane = &mut self.lanes[k];
+        let number = lane.head.wrapping_add(lane.queue.len() as u32) & POS_MASK;
+        let cell = &mut self.slots[slot as usize];
+        cell.value = Some(value);
+        cell.pos = ((k as u32 + 1) << LANE_SHIFT) | number;
+        let gen = cell.gen;
+        lane.queue.push_back(LaneEntry {
+            time,
+            seq,
+            slot,
+            gen,
+        });
+        self.lane_live += 1;
+        TimerId { slot, gen }
+    }
+
+    /// [`Self::reschedule`] to `after` from `now`, through a lane when `after` has one (the
+    /// old entry is cancelled and the new one appended, in the same slot).
+    pub fn reschedule_after(
+        &mut self,
+        id: TimerId,
+        now: Instant,
+        after: std::time::Duration,
+        value: T,
+    ) -> TimerId {
+        match self.locate(id) {
+            Some(Loc::Heap(_)) if self.lane_of(after).is_none() => {
+                self.reschedule(id, now + after, value)
+            }
+            _ => {
+                self.cancel(id);
+                self.insert_after(now, after, value)
+            }
+        }
     }
 
     /// Schedules `value` to fire at `deadline`. O(log n).
@@ -139,19 +301,11 @@ impl<T> Timers<T> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let pos = self.heap.len();
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                let s = u32::try_from(self.slots.len())
-                    .expect("fewer than 2^32 simultaneous timers: memory runs out long before");
-                self.slots.push(Slot {
-                    gen: 0,
-                    pos: 0,
-                    value: None,
-                });
-                s
-            }
-        };
+        assert!(
+            pos < POS_MASK as usize,
+            "fewer than 2^29 timers in the heap: memory runs out long before"
+        );
+        let slot = self.take_slot();
         let cell = &mut self.slots[slot as usize];
         cell.value = Some(value);
         let gen = cell.gen;
@@ -166,8 +320,13 @@ impl<T> Timers<T> {
     /// (Timer E's next interval, F giving way to K), which the transaction layer does a few
     /// times per transaction.
     pub fn reschedule(&mut self, id: TimerId, deadline: Instant, value: T) -> TimerId {
-        let Some(pos) = self.live_pos(id) else {
-            return self.insert(deadline, value);
+        let pos = match self.locate(id) {
+            None => return self.insert(deadline, value),
+            Some(Loc::Lane(..)) => {
+                self.cancel(id);
+                return self.insert(deadline, value);
+            }
+            Some(Loc::Heap(pos)) => pos,
         };
         let time = self.key(deadline);
         let seq = self.next_seq;
@@ -192,29 +351,117 @@ impl<T> Timers<T> {
     /// Cancels a pending deadline and returns its value; `None` if the handle is stale (the
     /// timer already fired or was cancelled). O(log n); the slot is reused at once.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
-        let pos = self.live_pos(id)?;
-        Some(self.remove_at(pos).1)
+        match self.locate(id)? {
+            Loc::Heap(pos) => Some(self.remove_at(pos).1),
+            Loc::Lane(k, _) => {
+                // The entry stays, dead: its slot's generation moves on.
+                let value = self.vacate(id.slot);
+                self.lane_live -= 1;
+                self.trim(k);
+                Some(value)
+            }
+        }
     }
 
     /// The deadline of a pending timer, `None` if the handle is stale.
     pub fn deadline(&self, id: TimerId) -> Option<Instant> {
-        self.live_pos(id).map(|p| self.instant(self.heap[p].time))
+        let time = match self.locate(id)? {
+            Loc::Heap(p) => self.heap[p].time,
+            Loc::Lane(k, i) => self.lanes[k].queue[i].time,
+        };
+        Some(self.instant(time))
     }
 
     /// Whether the handle still names a pending deadline.
     pub fn contains(&self, id: TimerId) -> bool {
-        self.live_pos(id).is_some()
+        self.locate(id).is_some()
     }
 
     /// Removes and returns the earliest entry if it is due at `now` (deadline ≤ `now`).
     pub fn pop_expired(&mut self, now: Instant) -> Option<(TimerId, Instant, T)> {
-        let root = self.heap.first()?;
-        let deadline = self.instant(root.time);
+        let (from, time) = self.earliest()?;
+        let deadline = self.instant(time);
         if deadline > now {
             return None;
         }
-        let (id, value) = self.remove_at(0);
+        let (id, value) = match from {
+            None => self.remove_at(0),
+            Some(k) => {
+                let lane = &mut self.lanes[k];
+                // `earliest` saw this front.
+                let e = lane.queue.pop_front().expect("a lane front was found");
+                lane.head = lane.head.wrapping_add(1) & POS_MASK;
+                let value = self.vacate(e.slot);
+                self.lane_live -= 1;
+                self.trim(k);
+                (
+                    TimerId {
+                        slot: e.slot,
+                        gen: e.gen,
+                    },
+                    value,
+                )
+            }
+        };
         Some((id, deadline, value))
+    }
+
+    /// Where the earliest entry is (`None` for the heap root, else its lane) and its time.
+    fn earliest(&self) -> Option<(Option<usize>, u64)> {
+        let mut best = self.heap.first().map(|e| (None, e.key()));
+        for (k, lane) in self.lanes.iter().enumerate() {
+            if let Some(f) = lane.queue.front() {
+                if best.is_none_or(|(_, key)| f.key() < key) {
+                    best = Some((Some(k), f.key()));
+                }
+            }
+        }
+        best.map(|(from, (time, _))| (from, time))
+    }
+
+    /// Whether a lane entry is still pending (not cancelled).
+    fn is_live(&self, e: &LaneEntry) -> bool {
+        self.slots
+            .get(e.slot as usize)
+            .is_some_and(|s| s.gen == e.gen && s.value.is_some())
+    }
+
+    /// Drops the dead entries at the front of lane `k`, so its front is live.
+    fn trim(&mut self, k: usize) {
+        while let Some(f) = self.lanes[k].queue.front() {
+            if self.is_live(f) {
+                break;
+            }
+            let lane = &mut self.lanes[k];
+            lane.queue.pop_front();
+            lane.head = lane.head.wrapping_add(1) & POS_MASK;
+        }
+    }
+
+    /// A vacant slot, reused or new.
+    fn take_slot(&mut self) -> u32 {
+        match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = u32::try_from(self.slots.len())
+                    .expect("fewer than 2^32 simultaneous timers: memory runs out long before");
+                self.slots.push(Slot {
+                    gen: self.new_gen,
+                    pos: 0,
+                    value: None,
+                });
+                s
+            }
+        }
+    }
+
+    /// Empties an occupied slot (a new generation) and frees it; returns its value.
+    fn vacate(&mut self, slot: u32) -> T {
+        let cell = &mut self.slots[slot as usize];
+        let value = cell.value.take().expect("only occupied slots are vacated");
+        cell.gen = cell.gen.wrapping_add(1);
+        self.free.push(slot);
+        value
     }
 
     /// Drains every entry due at `now`, earliest first (ties in insertion order). Entries the
@@ -226,8 +473,24 @@ impl<T> Timers<T> {
     /// Releases spare capacity after a burst (e.g. a load test left many vacant slots). Only
     /// trailing vacant slots can be dropped, because live handles index the slot vector.
     pub fn shrink_to_fit(&mut self) {
+        // Dead lane entries go first: they name slots that may be dropped below (and whose
+        // generation would restart at 0 if the slot were pushed again).
+        for k in 0..self.lanes.len() {
+            let mut queue = std::mem::take(&mut self.lanes[k].queue);
+            queue.retain(|e| self.is_live(e));
+            for (i, e) in queue.iter().enumerate() {
+                self.slots[e.slot as usize].pos = ((k as u32 + 1) << LANE_SHIFT) | i as u32;
+            }
+            queue.shrink_to_fit();
+            self.lanes[k].queue = queue;
+            self.lanes[k].head = 0;
+        }
         while self.slots.last().is_some_and(|s| s.value.is_none()) {
-            self.slots.pop();
+            if let Some(s) = self.slots.pop() {
+                // Vacated slots' generations were bumped, so every handle to this one is
+                // below `s.gen`.
+                self.new_gen = self.new_gen.max(s.gen);
+            }
         }
         let n = self.slots.len() as u32;
         self.free.retain(|&s| s < n);
@@ -236,16 +499,31 @@ impl<T> Timers<T> {
         self.heap.shrink_to_fit();
     }
 
+    /// The key of `now` plus lane `k`'s interval: [`Self::key`] of that deadline, from the
+    /// key of `now` kept in `now_key`. Exact: at or after `base` both are `MID` plus the
+    /// nanoseconds since `base`, saturating at `u64::MAX` alike; before `base` (a `now`
+    /// earlier than the first deadline), the deadline is keyed afresh.
+    fn lane_key(&mut self, now: Instant, k: usize) -> u64 {
+        let now_key = match self.now_key {
+            Some((t, key)) if t == now => key,
+            _ => {
+                let key = self.key(now);
+                self.now_key = Some((now, key));
+                key
+            }
+        };
+        let lane = &self.lanes[k];
+        if now_key >= MID {
+            now_key.saturating_add(lane.after_nanos)
+        } else {
+            let after = lane.after;
+            self.key(now + after)
+        }
+    }
+
     /// `deadline` on the integer scale (see `base`).
     fn key(&mut self, deadline: Instant) -> u64 {
         let base = *self.base.get_or_insert(deadline);
-        // In u64 arithmetic (`as_nanos` is u128), saturating past 584 years.
-        let nanos = |d: std::time::Duration| {
-            d.as_secs()
-                .checked_mul(1_000_000_000)
-                .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
-                .unwrap_or(u64::MAX)
-        };
         match deadline.checked_duration_since(base) {
             Some(after) => MID.saturating_add(nanos(after).min(MID - 1)),
             None => MID - nanos(base.duration_since(deadline)).min(MID),
@@ -264,10 +542,20 @@ impl<T> Timers<T> {
         }
     }
 
-    /// The heap position of a live handle's entry.
-    fn live_pos(&self, id: TimerId) -> Option<usize> {
+    /// Where a live handle's entry is.
+    fn locate(&self, id: TimerId) -> Option<Loc> {
         let slot = self.slots.get(id.slot as usize)?;
-        (slot.gen == id.gen && slot.value.is_some()).then_some(slot.pos as usize)
+        if slot.gen != id.gen || slot.value.is_none() {
+            return None;
+        }
+        Some(match slot.pos >> LANE_SHIFT {
+            0 => Loc::Heap(slot.pos as usize),
+            k => {
+                let k = (k - 1) as usize;
+                let i = (slot.pos & POS_MASK).wrapping_sub(self.lanes[k].head) & POS_MASK;
+                Loc::Lane(k, i as usize)
+            }
+        })
     }
 
     /// Removes the heap element at `pos`, vacates its slot, and returns its handle and value.
@@ -283,14 +571,8 @@ impl<T> Timers<T> {
             }
         }
         let slot = removed.slot;
-        let cell = &mut self.slots[slot as usize];
-        let gen = cell.gen;
-        let value = cell
-            .value
-            .take()
-            .expect("the heap holds only occupied slots");
-        cell.gen = cell.gen.wrapping_add(1);
-        self.free.push(slot);
+        let gen = self.slots[slot as usize].gen;
+        let value = self.vacate(slot);
         (TimerId { slot, gen }, value)
     }
 
@@ -455,6 +737,49 @@ mod tests {
         assert_eq!(fired, expect);
     }
 
+    /// Lanes cost a slot nothing: the lane is kept in `pos`'s top bits.
+    #[test]
+    fn a_slot_is_three_words() {
+        assert_eq!(std::mem::size_of::<Slot<u64>>(), 24);
+    }
+
+    /// A lane's key, made from the kept key of `now`, is the deadline's own key, on either
+    /// side of the base and where the scale saturates.
+    #[test]
+    fn lane_keys_are_deadline_keys() {
+        let t0 = epoch() + Duration::from_secs(1000);
+        let year = Duration::from_secs(365 * 86_400);
+        for after in [ms(1), ms(500), Duration::from_secs(32), year * 300] {
+            for now in [t0, t0 - ms(3), t0 + ms(7), t0 + year * 250, t0 + year * 291] {
+                let mut t: Timers<()> = Timers::new();
+                t.insert(t0, ());
+                t.add_lane(after);
+                let fast = t.lane_key(now, 0);
+                assert_eq!(fast, t.lane_key(now, 0), "kept key");
+                assert_eq!(fast, t.key(now + after), "{after:?} at {:?}", now - epoch());
+            }
+        }
+    }
+
+    /// Lane numbers wrap without losing track of their entries.
+    #[test]
+    fn lane_numbers_wrap() {
+        let t0 = epoch();
+        let mut t = Timers::new();
+        t.add_lane(ms(5));
+        t.lanes[0].head = POS_MASK - 1;
+        let ids: Vec<_> = (0..4u64)
+            .map(|i| t.insert_after(t0 + ms(i), ms(5), i))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(t.deadline(*id), Some(t0 + ms(5 + i as u64)));
+        }
+        assert_eq!(t.cancel(ids[2]), Some(2));
+        let fired: Vec<u64> = t.expire(t0 + ms(10)).map(|(_, _, v)| v).collect();
+        assert_eq!(fired, vec![0, 1, 3]);
+        assert!(t.is_empty());
+    }
+
     #[test]
     fn memory_is_reclaimed_on_cancel() {
         let t0 = epoch();
@@ -501,7 +826,16 @@ mod tests {
         Cancel(usize),
         Advance(u16),
         Reschedule(usize, u16),
+        /// `insert_after` with the interval `LANE_TEST_AFTER[n % len]`.
+        InsertAfter(usize),
+        RescheduleAfter(usize, usize),
+        /// `now` goes back (lane inserts after it go to the heap).
+        Back(u16),
+        Shrink,
     }
+
+    /// Intervals for the lane ops: three with lanes, two without (zero gets none).
+    const LANE_TEST_AFTER: [u64; 5] = [10, 50, 200, 37, 0];
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
@@ -509,16 +843,29 @@ mod tests {
             2 => any::<usize>().prop_map(Op::Cancel),
             1 => (0u16..200).prop_map(Op::Advance),
             2 => (any::<usize>(), 0u16..500).prop_map(|(i, d)| Op::Reschedule(i, d)),
+            4 => any::<usize>().prop_map(Op::InsertAfter),
+            2 => (any::<usize>(), any::<usize>()).prop_map(|(i, a)| Op::RescheduleAfter(i, a)),
+            1 => (0u16..30).prop_map(Op::Back),
+            1 => Just(Op::Shrink),
         ]
     }
 
     proptest! {
-        /// Random insert/cancel/advance sequences fire exactly like a naive sorted list.
+        /// Random insert/cancel/advance sequences fire exactly like a naive sorted list,
+        /// with lanes or without.
         #[test]
-        fn matches_naive_model(ops in proptest::collection::vec(op(), 1..300)) {
+        fn matches_naive_model(
+            ops in proptest::collection::vec(op(), 1..300),
+            lanes in any::<bool>(),
+        ) {
             let t0 = epoch();
             let mut now = t0;
             let mut t = Timers::new();
+            if lanes {
+                for after in [10, 50, 200, 0, 10] {
+                    t.add_lane(ms(after));
+                }
+            }
             // The model: (deadline, seq, value) of pending entries.
             let mut model: Vec<(Instant, u64, u32)> = Vec::new();
             let mut handles: Vec<(TimerId, u64)> = Vec::new();
@@ -556,6 +903,32 @@ mod tests {
                         seq += 1;
                     }
                     Op::Reschedule(..) => {}
+                    Op::InsertAfter(a) => {
+                        let after = ms(LANE_TEST_AFTER[a % LANE_TEST_AFTER.len()]);
+                        let id = t.insert_after(now, after, seq as u32);
+                        prop_assert_eq!(t.deadline(id), Some(now + after));
+                        model.push((now + after, seq, seq as u32));
+                        handles.push((id, seq));
+                        seq += 1;
+                    }
+                    Op::RescheduleAfter(i, a) if !handles.is_empty() => {
+                        let k = i % handles.len();
+                        let (id, s) = handles[k];
+                        let after = ms(LANE_TEST_AFTER[a % LANE_TEST_AFTER.len()]);
+                        let was_live = t.contains(id);
+                        let new_id = t.reschedule_after(id, now, after, seq as u32);
+                        prop_assert!(!was_live || !t.contains(id));
+                        prop_assert_eq!(t.deadline(new_id), Some(now + after));
+                        if let Some(p) = model.iter().position(|m| m.1 == s) {
+                            model.remove(p);
+                        }
+                        model.push((now + after, seq, seq as u32));
+                        handles[k] = (new_id, seq);
+                        seq += 1;
+                    }
+                    Op::RescheduleAfter(..) => {}
+                    Op::Back(d) => now -= ms(d.into()).min(now - t0),
+                    Op::Shrink => t.shrink_to_fit(),
                     Op::Advance(d) => {
                         now += ms(d.into());
                         let fired: Vec<u32> = t.expire(now).map(|(_, _, v)| v).collect();
@@ -567,6 +940,11 @@ mod tests {
                 }
                 prop_assert_eq!(t.poll_timeout(), model.iter().map(|m| m.0).min());
                 prop_assert_eq!(t.len(), model.len());
+                // Every live handle finds its own deadline, wherever its entry is.
+                for &(id, s) in &handles {
+                    let expect = model.iter().find(|m| m.1 == s).map(|m| m.0);
+                    prop_assert_eq!(t.deadline(id), expect);
+                }
             }
         }
     }

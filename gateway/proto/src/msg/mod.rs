@@ -50,7 +50,7 @@ pub use build::{
 };
 /// The printer behind the builders, for crate-internal hot paths (the registration engine's
 /// REGISTER) that assemble values in a scratch buffer instead of owning each one.
-pub(crate) use build::{decimal, Printer};
+pub(crate) use build::{decimal_bytes, CleanRequest};
 pub use contact::{Contact, Contacts};
 pub use edit::{EditError, Editor};
 pub use error::{ParseError, UriError, ValueError};

@@ -226,10 +226,12 @@ impl Registrations {
         if self.bindings.contains_key(&id) {
             return Err(BindingError::Duplicate);
         }
-        let call_id = self.rng.call_id();
-        let tag = self.rng.tag();
-        let (strings, site) = binding::pack(id, &cfg, &self.config, &call_id, &tag, "")?;
-        let upstream = self.peers.intern(site);
+        // On the stack: `pack` copies them into the binding's one allocation.
+        let call_id = self.rng.call_id_token();
+        let tag = self.rng.tag_token();
+        let (strings, site) =
+            binding::pack_ref(id, &cfg, &self.config, call_id.as_str(), tag.as_str(), "")?;
+        let upstream = self.peers.intern_ref(site);
         self.bindings
             .insert(id, Binding::new(strings, upstream, cfg.expires));
         self.enqueue(id, false);

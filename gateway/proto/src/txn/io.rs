@@ -44,13 +44,13 @@ impl Io<'_> {
         timer: TxnTimer,
         after: Duration,
     ) {
-        let deadline = self.now + after;
         let entry = TimerEntry { txn, timer };
         // Re-arming (E's next interval, F giving way to K) moves the pending entry: the
-        // same as cancel + insert, with one heap sift instead of two.
+        // same as cancel + insert, with one heap sift instead of two. The fixed intervals
+        // (T1, 64·T1, T4) have lanes (see `Transactions::new`), where both are O(1).
         *slot = Some(match slot.take() {
-            Some(id) => self.timers.reschedule(id, deadline, entry),
-            None => self.timers.insert(deadline, entry),
+            Some(id) => self.timers.reschedule_after(id, self.now, after, entry),
+            None => self.timers.insert_after(self.now, after, entry),
         });
     }
 

@@ -74,9 +74,16 @@ pub struct Transactions {
 impl Transactions {
     /// An empty layer.
     pub fn new(config: TxnConfig) -> Self {
+        // Timers E (first shot), A (first shot), F, B, H, J, K and I are set a fixed
+        // interval from the moment they are set: a FIFO each keeps them in order without a
+        // heap sift (see `crate::timer`).
+        let mut timers = Timers::new();
+        for after in [config.t1, config.timeout_64t1(), config.t4] {
+            timers.add_lane(after);
+        }
         Self {
             config,
-            timers: Timers::new(),
+            timers,
             clients: HashMap::default(),
             client_index: hashbrown::HashMap::default(),
             servers: HashMap::default(),
