@@ -205,10 +205,10 @@ impl<T> Timers<T> {
         }
     }
 
-    /// Makes room for `additional` more deadlines before it reallocates.
+    /// Makes room for `additional` more timers' slots (every timer has one, in a lane or in
+    /// the heap) before the slot vector reallocates.
     pub fn reserve(&mut self, additional: usize) {
         self.slots.reserve(additional);
-        self.heap.reserve(additional);
     }
 
     /// Number of pending deadlines.

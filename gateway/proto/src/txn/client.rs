@@ -63,8 +63,10 @@ pub(crate) struct ClientTxn {
     pub(crate) state: ClientState,
     invite: bool,
     request: Sent,
-    /// The ACK sent for a non-2xx final response, resent on each retransmission of it.
-    ack: Option<Message>,
+    /// The ACK sent for a non-2xx final response, resent on each retransmission of it: its
+    /// bytes only, so that a transaction (every one, most of them not INVITEs) does not carry
+    /// an inline `Message` through the layer's table.
+    ack: Option<Bytes>,
     /// Timer A or E.
     retransmit: Option<TimerId>,
     interval: Duration,
@@ -198,8 +200,8 @@ impl ClientTxn {
                     return Step::Live;
                 };
                 io.disarm(&mut self.retransmit);
-                let ack = ack_for_non_2xx(request, &response);
-                io.send(self.peer, ack.as_bytes().clone());
+                let ack = ack_for_non_2xx(request, &response).as_bytes().clone();
+                io.send(self.peer, ack.clone());
                 self.ack = Some(ack);
                 self.state = ClientState::Completed;
                 io.emit(TxnEvent::Response {
@@ -223,7 +225,7 @@ impl ClientTxn {
             }
             (ClientState::Completed, 300..) => {
                 if let Some(ack) = &self.ack {
-                    io.resend(self.peer, ack.as_bytes().clone());
+                    io.resend(self.peer, ack.clone());
                 }
                 Step::Live
             }
@@ -308,4 +310,17 @@ impl ClientTxn {
 
 fn key_is_invite(request: &Message) -> bool {
     matches!(request.method(), Some(crate::msg::Method::Invite))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_stays_small() {
+        // The layer's table holds one per live transaction (tens of thousands during a
+        // registration wave) and moves them on every regrowth: no inline `Message` here.
+        let size = std::mem::size_of::<ClientTxn>();
+        assert!(size <= 200, "ClientTxn is {size} bytes");
+    }
 }
